@@ -1,0 +1,94 @@
+"""pyclone: create Linux tasks with clone(2) and clone3(2) from Python.
+
+On Linux a process and a thread are both tasks; the clone flags decide what
+the new task shares with its creator.  :func:`spawn_task` gives a
+Popen-like :class:`Task`; :func:`clone` and :func:`clone3` are the system
+calls themselves.
+"""
+
+from __future__ import annotations
+
+from . import errors as _errors  # installs the error hook
+from ._pyclone import (
+    CLONE_CHILD_CLEARTID,
+    CLONE_CHILD_SETTID,
+    CLONE_CLEAR_SIGHAND,
+    CLONE_DETACHED,
+    CLONE_FILES,
+    CLONE_FS,
+    CLONE_INTO_CGROUP,
+    CLONE_IO,
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWTIME,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    CLONE_PARENT,
+    CLONE_PARENT_SETTID,
+    CLONE_PIDFD,
+    CLONE_PTRACE,
+    CLONE_SETTLS,
+    CLONE_SIGHAND,
+    CLONE_SYSVSEM,
+    CLONE_THREAD,
+    CLONE_UNTRACED,
+    CLONE_VFORK,
+    CLONE_VM,
+    CSIGNAL,
+    clone,
+    clone3,
+    kcmp,
+)
+from .errors import ChildError, TimeoutExpired, UnsupportedFlags
+from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
+from .task import Task, spawn_task
+
+del _errors
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLONE_CHILD_CLEARTID",
+    "CLONE_CHILD_SETTID",
+    "CLONE_CLEAR_SIGHAND",
+    "CLONE_DETACHED",
+    "CLONE_FILES",
+    "CLONE_FS",
+    "CLONE_INTO_CGROUP",
+    "CLONE_IO",
+    "CLONE_NEWCGROUP",
+    "CLONE_NEWIPC",
+    "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "CLONE_NEWPID",
+    "CLONE_NEWTIME",
+    "CLONE_NEWUSER",
+    "CLONE_NEWUTS",
+    "CLONE_PARENT",
+    "CLONE_PARENT_SETTID",
+    "CLONE_PIDFD",
+    "CLONE_PTRACE",
+    "CLONE_SETTLS",
+    "CLONE_SIGHAND",
+    "CLONE_SYSVSEM",
+    "CLONE_THREAD",
+    "CLONE_UNTRACED",
+    "CLONE_VFORK",
+    "CLONE_VM",
+    "CSIGNAL",
+    "FORK_FLAGS",
+    "PTHREAD_FLAGS",
+    "ChildError",
+    "CloneFlag",
+    "Task",
+    "TimeoutExpired",
+    "UnsupportedFlags",
+    "clone",
+    "clone3",
+    "flag_names",
+    "kcmp",
+    "spawn_task",
+]

@@ -1,0 +1,7 @@
+"""``python -m pyclone``: see :mod:`pyclone.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

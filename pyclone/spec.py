@@ -1,0 +1,112 @@
+"""Turn ``share=`` and ``new=`` names into clone flags."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Union
+
+from .flags import CloneFlag
+
+__all__ = ["NAMESPACES", "PRESETS", "SHARE_NAMES", "NewSpec", "ShareSpec", "resolve_flags"]
+
+#: What each ``share=`` name makes the task share with its creator.
+SHARE_NAMES: dict[str, CloneFlag] = {
+    "vm": CloneFlag.VM,
+    "fs": CloneFlag.FS,
+    "files": CloneFlag.FILES,
+    "sighand": CloneFlag.SIGHAND,
+    "sysvsem": CloneFlag.SYSVSEM,
+    "io": CloneFlag.IO,
+    "thread": CloneFlag.THREAD,
+    "parent": CloneFlag.PARENT,
+}
+
+#: Presets for ``share=``: fork's semantics, pthread_create's sharing, and vfork's.
+PRESETS: dict[str, CloneFlag] = {
+    "process": CloneFlag(0),
+    "thread": (
+        CloneFlag.VM
+        | CloneFlag.FS
+        | CloneFlag.FILES
+        | CloneFlag.SIGHAND
+        | CloneFlag.SYSVSEM
+        | CloneFlag.THREAD
+    ),
+    "vfork": CloneFlag.VM | CloneFlag.VFORK,
+}
+
+#: What each ``new=`` name gives the task a namespace of its own for.
+NAMESPACES: dict[str, CloneFlag] = {
+    "user": CloneFlag.NEWUSER,
+    "pid": CloneFlag.NEWPID,
+    "mnt": CloneFlag.NEWNS,
+    "mount": CloneFlag.NEWNS,
+    "net": CloneFlag.NEWNET,
+    "uts": CloneFlag.NEWUTS,
+    "ipc": CloneFlag.NEWIPC,
+    "cgroup": CloneFlag.NEWCGROUP,
+    "time": CloneFlag.NEWTIME,
+}
+
+ShareSpec = Union[str, Iterable[str]]
+NewSpec = Union[str, Iterable[str], None]
+
+
+def _names(spec: str | Iterable[str], what: str) -> list[str]:
+    if isinstance(spec, str):
+        return [spec]
+    try:
+        names = list(spec)
+    except TypeError:
+        raise TypeError(f"{what} must be a name or an iterable of names, not {spec!r}") from None
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} names must be strings, not {name!r}")
+    return names
+
+
+def share_flags(share: ShareSpec) -> CloneFlag:
+    """The flags for a ``share=`` preset or iterable of names."""
+    names = _names(share, "share")
+    if len(names) == 1 and names[0] in PRESETS:
+        return PRESETS[names[0]]
+    result = CloneFlag(0)
+    for name in names:
+        if name not in SHARE_NAMES:
+            valid = ", ".join(sorted(SHARE_NAMES))
+            presets = ", ".join(sorted(PRESETS))
+            raise ValueError(
+                f"unknown share name {name!r}: valid names are {valid} (or one preset: {presets})"
+            )
+        result |= SHARE_NAMES[name]
+    return result
+
+
+def new_flags(new: NewSpec) -> CloneFlag:
+    """The flags for a ``new=`` name, iterable of names, ``"all"`` or None."""
+    if new is None:
+        return CloneFlag(0)
+    result = CloneFlag(0)
+    for name in _names(new, "new"):
+        if name == "all":
+            for flag in NAMESPACES.values():
+                result |= flag
+        elif name in NAMESPACES:
+            result |= NAMESPACES[name]
+        else:
+            valid = ", ".join(sorted(NAMESPACES))
+            raise ValueError(f"unknown namespace name {name!r}: valid names are {valid}, or 'all'")
+    return result
+
+
+def resolve_flags(share: ShareSpec = "process", new: NewSpec = None, flags: int = 0) -> CloneFlag:
+    """Combine ``share``, ``new`` and raw ``flags`` into one clone3 flags word.
+
+    >>> resolve_flags(share={"vm", "fs"}, new="uts")
+    <CloneFlag.VM|FS|NEWUTS: 67109632>
+    """
+    if not isinstance(flags, int):
+        raise TypeError(f"flags must be an int, not {type(flags).__name__}")
+    if flags < 0 or flags >> 64:
+        raise ValueError(f"flags must fit in 64 unsigned bits, not {flags:#x}")
+    return share_flags(share) | new_flags(new) | CloneFlag(flags)

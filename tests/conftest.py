@@ -1,0 +1,115 @@
+"""Shared fixtures: a parent-health snapshot taken around every test that asks for it."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from pyclone import _pyclone
+
+#: Upper bound for any wait in the tests (seconds): a hang is a failure, not a stall.
+WAIT = 20.0
+
+
+def _status_fields() -> dict[str, str]:
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("SigBlk", "SigIgn", "SigCgt"):
+                fields[key] = value.strip()
+    return fields
+
+
+def _zombies() -> list[int]:
+    """Children of this process that are zombies."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z" and fields[1] == me:
+            found.append(int(entry))
+    return found
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a spawn must leave unchanged in the parent."""
+
+    tstate: int
+    fds: frozenset[int]
+    threads: int
+    python_threads: int
+    signals: tuple[tuple[str, str], ...]
+    cwd: str
+    umask: int
+
+    @classmethod
+    def take(cls) -> Health:
+        return cls(
+            tstate=_pyclone._tstate_id(),
+            fds=frozenset(int(fd) for fd in os.listdir("/proc/self/fd")),
+            threads=len(os.listdir("/proc/self/task")),
+            python_threads=threading.active_count(),
+            signals=tuple(sorted(_status_fields().items())),
+            cwd=os.getcwd(),
+            umask=_umask(),
+        )
+
+
+def check_health(before: Health) -> None:
+    """Assert the parent is as it was: same thread state, fds, threads, signals, cwd, umask."""
+    gc.collect()
+    after = Health.take()
+    # listdir's own descriptor may differ between the two snapshots
+    assert after.fds - before.fds <= {max(after.fds)}, f"leaked fds {after.fds - before.fds}"
+    assert after.tstate == before.tstate
+    assert after.threads == before.threads
+    assert after.python_threads == before.python_threads
+    assert after.signals == before.signals
+    assert after.cwd == before.cwd
+    assert after.umask == before.umask
+    assert _zombies() == [], "zombie children left behind"
+
+
+@pytest.fixture
+def healthy() -> Iterator[Health]:
+    """Snapshot the parent before the test and check it is unchanged after."""
+    before = Health.take()
+    yield before
+    check_health(before)
+
+
+def require_root(reason: str = "needs root (CAP_SYS_ADMIN in the initial user namespace)") -> None:
+    """Skip unless running as root."""
+    if os.geteuid() != 0:
+        pytest.skip(reason)
+
+
+def userns_available() -> bool:
+    """Can this process create a user namespace?  Checked against the kernel."""
+    import pyclone
+
+    try:
+        with pyclone.spawn_task(lambda: 0, new="user") as task:
+            return task.wait(WAIT) == 0
+    except OSError:
+        return False
