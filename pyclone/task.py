@@ -76,7 +76,7 @@ class Task:
         exit_signal: int = signal.SIGCHLD,
         pidfd: int | None = None,
         result_fd: int | None = None,
-        shared_write_fd: int | None = None,
+        kept_fds: list[int] | None = None,
     ) -> None:
         self.pid = pid
         self.flags = CloneFlag(flags)
@@ -85,7 +85,7 @@ class Task:
         self.pidfd = pidfd
         self.returncode = None
         self._result_fd = result_fd
-        self._shared_write_fd = shared_write_fd
+        self._kept_fds = list(kept_fds or ())
         self._buffer = bytearray()
         self._has_result = result_fd is not None
         self._result_read = False
@@ -228,9 +228,8 @@ class Task:
 
     def _release_pipes(self) -> None:
         self._close_result_fd()
-        if self._shared_write_fd is not None:
-            os.close(self._shared_write_fd)
-            self._shared_write_fd = None
+        while self._kept_fds:
+            os.close(self._kept_fds.pop())
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the task and return what its target returned.
@@ -469,39 +468,89 @@ def spawn_task(
     return value comes back through :meth:`Task.result`; its exit status is
     0, 1 if it raised, or the code of a ``SystemExit``.
     """
+    return _spawn(
+        target,
+        args,
+        kwargs,
+        resolve_flags(share, new, flags),
+        exit_signal=exit_signal,
+        allow_threads=allow_threads,
+    )
+
+
+#: Exit status of a child whose creator failed to prepare it (see ``before_start``).
+GATE_FAILED_STATUS = 127
+
+
+def _spawn(
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    flags: CloneFlag,
+    *,
+    exit_signal: int = signal.SIGCHLD,
+    allow_threads: bool = False,
+    before_start: Callable[[Task], None] | None = None,
+) -> Task:
+    """Create the task; the machinery behind :func:`spawn_task` and its callers.
+
+    With ``before_start``, the child waits (before running any user code)
+    until ``before_start(task)`` has returned in the parent: the place to
+    write uid maps, time offsets or cgroup membership for the new task.  If
+    it raises, the child is killed and reaped and the exception propagates.
+    """
     if not callable(target):
         raise TypeError(f"target must be callable, not {type(target).__name__}")
     if not isinstance(args, tuple):
         args = tuple(args)
     kw: Mapping[str, Any] = {} if kwargs is None else kwargs
-    effective = resolve_flags(share, new, flags)
     if not isinstance(exit_signal, int) or not 0 <= exit_signal <= 64:
         raise ValueError(f"exit_signal must be 0 or a signal number up to 64, not {exit_signal!r}")
-    if effective & (CloneFlag.THREAD | CloneFlag.PARENT):
+    if flags & (CloneFlag.THREAD | CloneFlag.PARENT):
         exit_signal = 0
     _cleanup()
 
     rfd, wfd = os.pipe()
+    gate_r, gate_w = os.pipe() if before_start is not None else (-1, -1)
 
     def child() -> int:
+        if gate_r >= 0 and os.read(gate_r, 1) != b"\x01":
+            return GATE_FAILED_STATUS  # the creator could not prepare this task
         return _child_main(target, args, kw, wfd)
 
     try:
-        pid, pidfd = _create(child, effective, exit_signal, allow_threads)
+        pid, pidfd = _create(child, flags, exit_signal, allow_threads)
     except BaseException:
-        os.close(rfd)
-        os.close(wfd)
+        for fd in (rfd, wfd, gate_r, gate_w):
+            if fd >= 0:
+                os.close(fd)
         raise
-    shared = None
-    if effective & CloneFlag.FILES:
-        shared = wfd  # one fd table: closing it here would close it for the child
+    # With CLONE_FILES there is one fd table: what the child still needs must
+    # stay open here until the task has been reaped.
+    child_fds = [fd for fd in (wfd, gate_r) if fd >= 0]
+    kept: list[int] = []
+    if flags & CloneFlag.FILES:
+        kept = child_fds
     else:
-        os.close(wfd)
-    return Task(
+        for fd in child_fds:
+            os.close(fd)
+    task = Task(
         pid,
-        flags=effective,
+        flags=flags,
         exit_signal=exit_signal,
         pidfd=pidfd,
         result_fd=rfd,
-        shared_write_fd=shared,
+        kept_fds=kept,
     )
+    if before_start is not None:
+        try:
+            before_start(task)
+        except BaseException:
+            os.close(gate_w)
+            task.kill()
+            task.wait()
+            task.close()
+            raise
+        os.write(gate_w, b"\x01")
+        os.close(gate_w)
+    return task
