@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 
@@ -55,7 +56,7 @@ class ChildError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_child_error,
-            (str(self), self.exception, self.remote_traceback, self.returncode),
+            (self.args[0], self.exception, self.remote_traceback, self.returncode),
         )
 
     def __str__(self) -> str:
@@ -94,11 +95,13 @@ def clone_error(err: int, flags: int, api: str, exit_signal: int) -> OSError:
 
 
 def _rule_for(err: int, flags: int, api: str, exit_signal: int) -> str | None:
+    """The name of the kernel rule the model says failed, when the rule model is present."""
     try:
-        from . import rules
+        rules = importlib.import_module("pyclone.rules")
     except ImportError:
         return None
-    return rules.rule_for_errno(err, flags, api=api, exit_signal=exit_signal)
+    rule: str | None = rules.rule_for_errno(err, flags, api=api, exit_signal=exit_signal)
+    return rule
 
 
 _pyclone._set_error_hook(clone_error)

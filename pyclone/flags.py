@@ -10,10 +10,18 @@ from . import _pyclone
 
 __all__ = ["FORK_FLAGS", "PTHREAD_FLAGS", "CloneFlag", "flag_names"]
 
-_boundary = {"boundary": enum.KEEP} if sys.version_info >= (3, 11) else {}
+if sys.version_info >= (3, 11):
+
+    class _KeepingIntFlag(enum.IntFlag, boundary=enum.KEEP):
+        """An IntFlag that keeps bits it has no member for."""
+
+else:  # 3.10's IntFlag keeps unknown bits already
+
+    class _KeepingIntFlag(enum.IntFlag):
+        """An IntFlag that keeps bits it has no member for."""
 
 
-class CloneFlag(enum.IntFlag, **_boundary):  # type: ignore[call-arg]
+class CloneFlag(_KeepingIntFlag):
     """The ``CLONE_*`` bits of clone(2)/clone3(2), named without the prefix.
 
     Unknown bits are kept, so any 64-bit word converts.  In the legacy

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Union
+from typing import TypeAlias
 
 from .flags import CloneFlag
 
@@ -48,8 +48,8 @@ NAMESPACES: dict[str, CloneFlag] = {
     "time": CloneFlag.NEWTIME,
 }
 
-ShareSpec = Union[str, Iterable[str]]
-NewSpec = Union[str, Iterable[str], None]
+ShareSpec: TypeAlias = "str | Iterable[str]"
+NewSpec: TypeAlias = "str | Iterable[str] | None"
 
 
 def _names(spec: str | Iterable[str], what: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -120,10 +121,11 @@ class Task:
             self._drain_result()
             code = self._collect_pidfd()
         else:
-            code = self._collect_pid(deadline)
-            if code is None:
+            maybe = self._collect_pid(deadline)
+            if maybe is None:
                 return False
             self._drain_result()
+            code = maybe
         self.returncode = code
         self._release_pipes()
         return True
@@ -204,7 +206,7 @@ class Task:
     def _frame_complete(self) -> bool:
         if len(self._buffer) < _FRAME.size:
             return False
-        (size,) = _FRAME.unpack_from(self._buffer)
+        size: int = _FRAME.unpack_from(self._buffer)[0]
         return len(self._buffer) >= _FRAME.size + size
 
     def _drain_result(self) -> None:
@@ -324,16 +326,11 @@ class Task:
                     return
             except Exception:  # interpreter shutdown
                 return
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # pragma: no cover - shutdown
-            pass
 
     def __repr__(self) -> str:
-        if self.returncode is None:
-            state = "running"
-        else:
-            state = f"returncode={self.returncode}"
+        state = "running" if self.returncode is None else f"returncode={self.returncode}"
         return (
             f"<pyclone.Task pid={self.pid} tgid={self.tgid} "
             f"flags={flag_names(self.flags, api='clone3')} {state}>"

@@ -16,13 +16,18 @@ from pyclone import _pyclone
 WAIT = 20.0
 
 
+_GLIBC_INTERNAL = (1 << 31) | (1 << 32)
+
+
 def _status_fields() -> dict[str, str]:
     fields = {}
     with open("/proc/self/status") as f:
         for line in f:
             key, _, value = line.partition(":")
             if key in ("SigBlk", "SigIgn", "SigCgt"):
-                fields[key] = value.strip()
+                # glibc installs handlers for its internal signals 32 and 33
+                # (SIGCANCEL, SIGSETXID) when the process starts its first thread
+                fields[key] = f"{int(value, 16) & ~_GLIBC_INTERNAL:016x}"
     return fields
 
 
@@ -113,3 +118,25 @@ def userns_available() -> bool:
             return task.wait(WAIT) == 0
     except OSError:
         return False
+
+
+def reap(pid: int, timeout: float = WAIT, *, options: int = 0) -> int:
+    """Wait (with a timeout) for child ``pid`` and return its wait status.
+
+    Uses a pidfd to wait with a deadline; on timeout the child is killed,
+    reaped, and the test fails.
+    """
+    import select
+
+    flags = options | _pyclone.WALL
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            os.kill(pid, 9)
+            os.waitpid(pid, flags)
+            pytest.fail(f"child {pid} did not end within {timeout} s")
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, flags)
+    return status

@@ -1,0 +1,65 @@
+"""Type stubs for the C module pyclone._pyclone."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+CSIGNAL: int
+CLONE_NEWTIME: int
+CLONE_VM: int
+CLONE_FS: int
+CLONE_FILES: int
+CLONE_SIGHAND: int
+CLONE_PIDFD: int
+CLONE_PTRACE: int
+CLONE_VFORK: int
+CLONE_PARENT: int
+CLONE_THREAD: int
+CLONE_NEWNS: int
+CLONE_SYSVSEM: int
+CLONE_SETTLS: int
+CLONE_PARENT_SETTID: int
+CLONE_CHILD_CLEARTID: int
+CLONE_DETACHED: int
+CLONE_UNTRACED: int
+CLONE_CHILD_SETTID: int
+CLONE_NEWCGROUP: int
+CLONE_NEWUTS: int
+CLONE_NEWIPC: int
+CLONE_NEWUSER: int
+CLONE_NEWPID: int
+CLONE_NEWNET: int
+CLONE_IO: int
+CLONE_CLEAR_SIGHAND: int
+CLONE_INTO_CGROUP: int
+WALL: int
+KCMP_FILE: int
+KCMP_VM: int
+KCMP_FILES: int
+KCMP_FS: int
+KCMP_SIGHAND: int
+KCMP_IO: int
+KCMP_SYSVSEM: int
+KCMP_EPOLL_TFD: int
+MAX_SET_TID: int
+
+class UnsupportedFlags(ValueError): ...
+
+def clone(
+    fn: Callable[[], Any], flags: int, stack_size: int = 0, /, *, allow_threads: bool = False
+) -> int: ...
+def clone3(
+    fn: Callable[[], Any],
+    flags: int = 0,
+    /,
+    *,
+    exit_signal: int = 17,
+    pidfd: bool = False,
+    set_tid: Sequence[int] = (),
+    cgroup: int | None = None,
+    stack_size: int = 0,
+    allow_threads: bool = False,
+) -> tuple[int, int | None]: ...
+def kcmp(pid1: int, pid2: int, type: int, idx1: int = 0, idx2: int = 0, /) -> int: ...
+def _set_error_hook(hook: Callable[[int, int, str, int], OSError] | None, /) -> None: ...
+def _tstate_id() -> int: ...
+def _thread_count() -> int: ...

@@ -1,0 +1,48 @@
+"""The exception types and the wording of kernel refusals."""
+
+from __future__ import annotations
+
+import errno
+import pickle
+import subprocess
+
+import pyclone
+from pyclone import ChildError, TimeoutExpired, UnsupportedFlags
+from pyclone.errors import clone_error
+
+
+def test_unsupported_flags_is_a_value_error() -> None:
+    assert issubclass(UnsupportedFlags, ValueError)
+    assert UnsupportedFlags.__module__ == "pyclone"
+    assert UnsupportedFlags.__doc__
+
+
+def test_timeout_expired_is_subprocess_compatible() -> None:
+    error = TimeoutExpired(1234, 0.5)
+    assert isinstance(error, subprocess.TimeoutExpired)
+    assert error.pid == 1234 and error.timeout == 0.5
+    assert str(error) == "task 1234 did not end within 0.5 seconds"
+
+
+def test_child_error_pickles_with_its_attributes() -> None:
+    error = ChildError(
+        "task 7 raised KeyError: 'x'",
+        exception=KeyError("x"),
+        remote_traceback="Traceback ...\nKeyError: 'x'\n",
+        returncode=1,
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert isinstance(copy, ChildError)
+    assert isinstance(copy.exception, KeyError)
+    assert copy.remote_traceback == error.remote_traceback
+    assert copy.returncode == 1
+    assert str(copy) == str(error)
+
+
+def test_clone_error_names_flags_and_errno() -> None:
+    exc = clone_error(errno.EPERM, pyclone.CLONE_NEWNET | 17, "clone", 17)
+    assert isinstance(exc, PermissionError)
+    assert exc.errno == errno.EPERM
+    assert str(exc).startswith("[Errno 1] clone(CLONE_NEWNET|SIGCHLD): Operation not permitted")
+    exc3 = clone_error(errno.EINVAL, pyclone.CLONE_NEWTIME, "clone3", 0)
+    assert "clone3(CLONE_NEWTIME, exit_signal=0)" in str(exc3)
