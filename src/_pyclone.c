@@ -14,10 +14,7 @@
  *              interpreter" paths; refused with UnsupportedFlags otherwise.
  */
 #define PY_SSIZE_T_CLEAN
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <Python.h>
+#include <Python.h> /* first: pyconfig.h defines _GNU_SOURCE */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -710,7 +707,9 @@ PyDoc_STRVAR(
     "returns into the caller's frames.\n\n"
     "Flag sets that plain fork() can serve use fork(); the others use the\n"
     "raw system call, which is refused in a multi-threaded process unless\n"
-    "allow_threads=True.  With CLONE_PIDFD the descriptor the kernel returns\n"
+    "allow_threads=True.  stack_size is unused by fork-like children, which\n"
+    "continue on a copy-on-write copy of the caller's stack (it is still\n"
+    "checked: 0 to 4 GiB).  With CLONE_PIDFD the descriptor the kernel returns\n"
     "is closed at once: use clone3(pidfd=True) to keep it.\n\n"
     "Raises OSError with the kernel's errno when the kernel rejects the\n"
     "flags, and UnsupportedFlags for flag sets pyclone refuses.");
