@@ -44,6 +44,7 @@ from ._pyclone import (
 )
 from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
+from .sandbox import Sandbox, SandboxError
 from .task import Task, spawn_task
 
 del _errors
@@ -81,6 +82,8 @@ __all__ = [
     "CSIGNAL",
     "FORK_FLAGS",
     "PTHREAD_FLAGS",
+    "Sandbox",
+    "SandboxError",
     "ChildError",
     "CloneFlag",
     "Task",

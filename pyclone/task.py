@@ -370,6 +370,10 @@ def _describe_end(returncode: int | None) -> str:
 # -- the child side ----------------------------------------------------------
 
 
+#: In a child: the descriptor its outcome goes to (so sandbox setup keeps it open).
+_child_result_fd: int | None = None
+
+
 def _send(fd: int, outcome: tuple[Any, ...]) -> None:
     payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
     view = memoryview(_FRAME.pack(len(payload)) + payload)
@@ -382,6 +386,8 @@ def _child_main(
     target: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], fd: int
 ) -> int:
     """Run the target in a fork-like child and send its outcome to the parent."""
+    global _child_result_fd
+    _child_result_fd = fd
     try:
         value = target(*args, **kwargs)
     except SystemExit:
