@@ -210,7 +210,9 @@ class Sandbox:
         The default is bwrap's ``--unshare-all`` set plus ``mnt``.
     ``uid``, ``gid``
         the ids inside.  With a user namespace and no explicit maps the
-        caller's euid/egid are mapped to them (default 0, like ``unshare -r``).
+        caller's euid/egid are mapped to them (default 0, like ``unshare -r``);
+        with explicit maps the task switches to them (default 0) with
+        setresgid/setresuid before any other step.
         Without a user namespace (root only) the task switches to them with
         setresgid/setresuid after setup, dropping supplementary groups.
     ``uid_map``, ``gid_map``
@@ -359,12 +361,16 @@ class Sandbox:
             if dest in seen:
                 raise ValueError(f"two mounts or links have the same destination {dest!r}")
             seen.add(dest)
-        if self._root_mode() and "/" in seen:
-            raise ValueError("the new root is a tmpfs assembled by pyclone; '/' cannot be a target")
+        for dest in [d for d in (self.proc, self.dev) if d] + [d for _, d in self.symlink]:
+            if dest == "/":
+                raise ValueError("'/' can be the destination of a bind, ro_bind or tmpfs only")
         put(self, "cap_drop", _check_caps(self.cap_drop))
         put(self, "rlimits", _check_rlimits(self.rlimits))
         put(self, "setenv", _check_setenv(self.setenv))
         put(self, "unsetenv", _check_names(self.unsetenv, "unsetenv"))
+        both = sorted(set(self.unsetenv) & {name for name, _ in self.setenv})
+        if both:
+            raise ValueError(f"{', '.join(both)} both in setenv and unsetenv: choose one")
         put(self, "pass_fds", _check_fds(self.pass_fds))
         for name in ("memory_max", "pids_max"):
             value = getattr(self, name)
@@ -810,6 +816,8 @@ def _write_file(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, data)  # these files take one write(2) of the whole text
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from exc
     finally:
         os.close(fd)
 
@@ -989,6 +997,14 @@ class _Plan:
 
     def namespace_setup(self) -> None:
         sb = self.sandbox
+        if sb.gid_map:
+            with self.step("setresgid"):
+                gid = 0 if sb.gid is None else sb.gid
+                os.setresgid(gid, gid, gid)
+        if sb.uid_map:
+            with self.step("setresuid"):
+                uid = 0 if sb.uid is None else sb.uid
+                os.setresuid(uid, uid, uid)
         if sb.die_with_parent:
             with self.step("die_with_parent"):
                 _pyclone.prctl(_pyclone.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -1030,7 +1046,7 @@ class _Plan:
         for _, kind, dest, src in ops:
             if src is not None and kind != "symlink":
                 src = _OLD + src
-            self.apply(kind, dest, _NEW + dest, src)
+            self.apply(kind, dest, _NEW + dest if dest != "/" else _NEW, src)
         with self.step("pivot_root"):
             m.umount2(_OLD, m.MNT_DETACH)
             os.chdir(_NEW)
@@ -1103,10 +1119,10 @@ class _Plan:
         if not sb._flags & CloneFlag.NEWUSER and (sb.uid is not None or sb.gid is not None):
             with self.step("setgroups"):
                 os.setgroups([])
-        if sb.gid is not None and (sb.gid_map or not sb._flags & CloneFlag.NEWUSER):
+        if sb.gid is not None and not sb._flags & CloneFlag.NEWUSER:
             with self.step("setresgid"):
                 os.setresgid(sb.gid, sb.gid, sb.gid)
-        if sb.uid is not None and (sb.uid_map or not sb._flags & CloneFlag.NEWUSER):
+        if sb.uid is not None and not sb._flags & CloneFlag.NEWUSER:
             with self.step("setresuid"):
                 os.setresuid(sb.uid, sb.uid, sb.uid)
         if sb.cap_drop:
@@ -1120,8 +1136,11 @@ class _Plan:
         if sb.close_fds:
             with self.step("close_fds"):
                 keep = {0, 1, 2, self.status_fd, *sb.pass_fds}
-                if self.target is not None and task_mod._child_result_fd is not None:
-                    keep.add(task_mod._child_result_fd)
+                if self.target is not None:
+                    # the callable's result channel, and what sys.std* write to
+                    if task_mod._child_result_fd is not None:
+                        keep.add(task_mod._child_result_fd)
+                    keep |= _std_fds()
                 _close_except(keep)
         for fd in sb.pass_fds:
             with self.step("pass_fds"):
@@ -1272,6 +1291,14 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, ifreq, True)
 
 
+def _std_fds() -> set[int]:
+    fds = set()
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            fds.add(stream.fileno())
+    return fds
+
+
 def _close_except(keep: set[int]) -> None:
     low = 0
     for fd in sorted(keep):
@@ -1376,6 +1403,8 @@ def _size(text: str) -> int:
 def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
     """The :class:`Sandbox` a ``pyclone run`` command line describes."""
     new = {"mnt"}
+    if os.geteuid() != 0:
+        new.add("user")  # as bwrap does for unprivileged callers
     if args.unshare_all:
         new |= DEFAULT_NEW
         if args.share_net:
