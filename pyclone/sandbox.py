@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import errno as errno_mod
 import inspect
+import itertools
 import os
 import pickle
 import resource
@@ -31,9 +32,10 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Union
+from typing import Any, NoReturn
 
-from . import _pyclone, task as task_mod
+from . import _pyclone
+from . import task as task_mod
 from .errors import TimeoutExpired
 from .flags import CloneFlag
 from .spec import NAMESPACES
@@ -92,13 +94,48 @@ DEFAULT_NEW = frozenset({"user", "pid", "mnt", "net", "uts", "ipc", "cgroup"})
 
 #: Capability names (without ``CAP_``), in kernel order (include/uapi/linux/capability.h).
 CAPABILITIES = (
-    "chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap "
-    "linux_immutable net_bind_service net_broadcast net_admin net_raw ipc_lock "
-    "ipc_owner sys_module sys_rawio sys_chroot sys_ptrace sys_pacct sys_admin sys_boot "
-    "sys_nice sys_resource sys_time sys_tty_config mknod lease audit_write audit_control "
-    "setfcap mac_override mac_admin syslog wake_alarm block_suspend audit_read perfmon "
-    "bpf checkpoint_restore"
-).split()
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+)
 
 _RLIMITS = {
     name[len("RLIMIT_") :].lower(): getattr(resource, name)
@@ -108,7 +145,8 @@ _RLIMITS = {
 
 IdMap = tuple[tuple[int, int, int], ...]
 PathPairs = tuple[tuple[str, str], ...]
-PathPairsArg = Union[Iterable[tuple[Any, Any]], Mapping[Any, Any]]
+StrPath = str | os.PathLike[str]
+PathPairsArg = Iterable[tuple[StrPath, StrPath]] | Mapping[StrPath, StrPath]
 _MAX_ID = (1 << 32) - 1
 
 
@@ -174,7 +212,9 @@ def _idmap(value: Any, what: str) -> IdMap | None:
     lines = []
     for item in value:
         if not isinstance(item, (tuple, list)) or len(item) != 3:
-            raise TypeError(f"{what} entries must be (inside, outside, count) triples, not {item!r}")
+            raise TypeError(
+                f"{what} entries must be (inside, outside, count) triples, not {item!r}"
+            )
         inside = _id(item[0], f"{what} inside id")
         outside = _id(item[1], f"{what} outside id")
         count = _id(item[2], f"{what} count")
@@ -189,13 +229,13 @@ def _idmap(value: Any, what: str) -> IdMap | None:
         raise ValueError(f"{what} has {len(lines)} ranges; the kernel allows at most 340")
     for kind, index in (("inside", 0), ("outside", 1)):
         spans = sorted((line[index], line[index] + line[2]) for line in lines)
-        for (_, end), (start, _) in zip(spans, spans[1:]):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             if start < end:
                 raise ValueError(f"{what} has overlapping {kind} ranges; the kernel refuses that")
     return tuple(lines)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, init=False)
 class Sandbox:
     """A reusable description of a sandbox: namespaces, filesystem view and limits.
 
@@ -310,7 +350,80 @@ class Sandbox:
     seccomp_errno: int = errno_mod.EPERM
     _flags: CloneFlag = field(default=CloneFlag(0), init=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        new: str | Iterable[str] = DEFAULT_NEW,
+        uid: int | None = None,
+        gid: int | None = None,
+        uid_map: Iterable[tuple[int, int, int]] | None = None,
+        gid_map: Iterable[tuple[int, int, int]] | None = None,
+        init: bool = True,
+        hostname: str | None = None,
+        domainname: str | None = None,
+        proc: StrPath | None = None,
+        dev: StrPath | None = None,
+        tmpfs: StrPath | Iterable[StrPath] = (),
+        bind: PathPairsArg = (),
+        ro_bind: PathPairsArg = (),
+        symlink: PathPairsArg = (),
+        new_root: bool | None = None,
+        chdir: StrPath | None = None,
+        die_with_parent: bool = False,
+        no_new_privs: bool = True,
+        cap_drop: str | Iterable[str] = (),
+        rlimits: Mapping[str, int | tuple[int, int]] | Iterable[tuple[Any, ...]] = (),
+        new_session: bool = False,
+        clearenv: bool = False,
+        setenv: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        unsetenv: str | Iterable[str] = (),
+        close_fds: bool = True,
+        pass_fds: Iterable[int] = (),
+        memory_max: int | None = None,
+        pids_max: int | None = None,
+        cpu_max: tuple[int, int] | None = None,
+        seccomp_deny: str | Iterable[str] = (),
+        seccomp_errno: int = errno_mod.EPERM,
+    ) -> None:
+        given = {
+            "new": new,
+            "uid": uid,
+            "gid": gid,
+            "uid_map": uid_map,
+            "gid_map": gid_map,
+            "init": init,
+            "hostname": hostname,
+            "domainname": domainname,
+            "proc": proc,
+            "dev": dev,
+            "tmpfs": tmpfs,
+            "bind": bind,
+            "ro_bind": ro_bind,
+            "symlink": symlink,
+            "new_root": new_root,
+            "chdir": chdir,
+            "die_with_parent": die_with_parent,
+            "no_new_privs": no_new_privs,
+            "cap_drop": cap_drop,
+            "rlimits": rlimits,
+            "new_session": new_session,
+            "clearenv": clearenv,
+            "setenv": setenv,
+            "unsetenv": unsetenv,
+            "close_fds": close_fds,
+            "pass_fds": pass_fds,
+            "memory_max": memory_max,
+            "pids_max": pids_max,
+            "cpu_max": cpu_max,
+            "seccomp_deny": seccomp_deny,
+            "seccomp_errno": seccomp_errno,
+        }
+        for name, value in given.items():
+            object.__setattr__(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Check every option and store it in its normal form (tuples, frozensets)."""
         put = object.__setattr__
         put(self, "new", _check_new(self.new))
         for name in ("uid", "gid"):
@@ -396,7 +509,7 @@ class Sandbox:
         if isinstance(self.seccomp_errno, bool) or not isinstance(self.seccomp_errno, int):
             raise TypeError(f"seccomp_errno must be an int, not {self.seccomp_errno!r}")
         if not 0 < self.seccomp_errno < 4096:
-            raise ValueError(f"seccomp_errno must be an errno between 1 and 4095")
+            raise ValueError("seccomp_errno must be an errno between 1 and 4095")
         flags = CloneFlag(0)
         for name in self.new:
             flags |= NAMESPACES[name]
@@ -449,7 +562,9 @@ class Sandbox:
         """
         command = _check_target(target)
         args = tuple(args)
-        stdio = tuple(_fileno(s, n) for s, n in ((stdin, "stdin"), (stdout, "stdout"), (stderr, "stderr")))
+        stdio = tuple(
+            _fileno(s, n) for s, n in ((stdin, "stdin"), (stdout, "stdout"), (stderr, "stderr"))
+        )
         for fd in self.pass_fds:
             os.fstat(fd)  # an EBADF here beats a puzzling one in the child
         seccomp_filter = self._seccomp_filter() if self.seccomp_deny else None
@@ -564,7 +679,7 @@ class Sandbox:
                 if pipes:
                     for _, w in pipes:
                         os.close(w)
-                    out, err = _collect(pipes[0][0], pipes[1][0], deadline, task.pid)
+                    out, err = _collect(pipes[0][0], pipes[1][0], deadline, task.pid, timeout)
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 task.wait(remaining)
             except BaseException:
@@ -597,7 +712,7 @@ class Sandbox:
 
     def _seccomp_filter(self) -> Any:
         try:
-            import pyseccomp
+            import pyseccomp  # type: ignore[import-untyped,unused-ignore]
         except ImportError as exc:
             raise ImportError(
                 "Sandbox(seccomp_deny=...) needs the pyseccomp package "
@@ -682,7 +797,9 @@ def _check_rlimits(value: Any) -> tuple[tuple[str, int, int], ...]:
             raise TypeError(f"rlimit names must be strings, not {name!r}")
         key = name.lower().removeprefix("rlimit_")
         if key not in _RLIMITS:
-            raise ValueError(f"unknown rlimit {name!r}: valid names are {', '.join(sorted(_RLIMITS))}")
+            raise ValueError(
+                f"unknown rlimit {name!r}: valid names are {', '.join(sorted(_RLIMITS))}"
+            )
         pair = limit if isinstance(limit, (tuple, list)) else (limit, limit)
         if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
             raise TypeError(f"rlimit {name!r} must be an int or a (soft, hard) pair, not {limit!r}")
@@ -809,7 +926,9 @@ def _parent_step(step: str) -> Iterator[None]:
     except SandboxError:
         raise
     except OSError as exc:
-        raise SandboxError(step, exc.errno, exc.strerror, exc.filename, exc.filename2) from exc
+        raise SandboxError(
+            step, exc.errno, exc.strerror or str(exc), exc.filename, exc.filename2
+        ) from exc
 
 
 def _write_file(path: str, data: bytes) -> None:
@@ -828,13 +947,16 @@ def _write_proc(pid: int, name: str, lines: IdMap) -> None:
         _write_file(f"/proc/{pid}/{name}", text.encode())
 
 
-def _collect(out_fd: int, err_fd: int, deadline: float | None, pid: int) -> tuple[bytes, bytes]:
+def _collect(
+    out_fd: int, err_fd: int, deadline: float | None, pid: int, timeout: float | None
+) -> tuple[bytes, bytes]:
+    """Read the captured stdout and stderr until both end (or the deadline passes)."""
     chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
     open_fds = {out_fd, err_fd}
     while open_fds:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            raise TimeoutExpired(pid, 0.0)
+            raise TimeoutExpired(pid, timeout or 0.0)
         ready, _, _ = select.select(list(open_fds), [], [], remaining)
         for fd in ready:
             data = os.read(fd, 65536)
@@ -870,7 +992,7 @@ def _await_status(fd: int, task: Task) -> None:
     errors = [r for r in records if r[0] == "error"]
     if errors:
         _, step, err, strerror, filename, filename2 = errors[0]
-        raise SandboxError(step, err, strerror, filename, filename2)
+        raise SandboxError(step, err, str(strerror), filename, filename2)
     if not records:
         code = task.wait()
         raise SandboxError(
@@ -1108,7 +1230,7 @@ class _Plan:
         for name, soft, hard in sb.rlimits:
             with self.step(f"rlimit {name}"):
                 resource.setrlimit(_RLIMITS[name], (soft, hard))
-        for fd, target in zip(self.stdio, (0, 1, 2)):
+        for fd, target in zip(self.stdio, (0, 1, 2), strict=True):
             if fd is not None and fd != target:
                 with self.step("stdio"):
                     os.dup2(fd, target)
@@ -1156,7 +1278,9 @@ class _Plan:
         if "ALL" in names:
             numbers = list(range(self.cap_last + 1))
         else:
-            numbers = [CAPABILITIES.index(n) for n in names if CAPABILITIES.index(n) <= self.cap_last]
+            numbers = [
+                CAPABILITIES.index(n) for n in names if CAPABILITIES.index(n) <= self.cap_last
+            ]
         for cap in numbers:
             _pyclone.prctl(_pyclone.PR_CAPBSET_DROP, cap)
         _pyclone.prctl(_pyclone.PR_CAP_AMBIENT, _pyclone.PR_CAP_AMBIENT_CLEAR_ALL)
@@ -1274,7 +1398,9 @@ def _make_dev(where: str, host_dev: str) -> None:
         os.symlink(target, os.path.join(where, name))
     pts = os.path.join(where, "pts")
     os.mkdir(pts, 0o755)
-    m.mount("devpts", pts, "devpts", m.MS_NOSUID | m.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    m.mount(
+        "devpts", pts, "devpts", m.MS_NOSUID | m.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"
+    )
     shm = os.path.join(where, "shm")
     os.mkdir(shm, 0o1777)
     m.mount("tmpfs", shm, "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=1777")
@@ -1360,34 +1486,94 @@ def add_parser(subparsers: Any) -> None:
         usage="python -m pyclone run [OPTIONS...] [--] COMMAND [ARGS...]",
     )
     ns = p.add_argument_group("namespaces")
-    ns.add_argument("--unshare-all", action="store_true", help="unshare user, ipc, pid, net, uts, cgroup")
-    ns.add_argument("--share-net", action="store_true", help="keep the host network (with --unshare-all)")
+    ns.add_argument(
+        "--unshare-all", action="store_true", help="unshare user, ipc, pid, net, uts, cgroup"
+    )
+    ns.add_argument(
+        "--share-net", action="store_true", help="keep the host network (with --unshare-all)"
+    )
     for name in ("user", "ipc", "pid", "net", "uts", "cgroup", "time"):
-        ns.add_argument(f"--unshare-{name}", action="store_true", help=f"create a new {name} namespace")
-    ns.add_argument("--uid", type=int, metavar="UID", help="uid inside (default 0 with a user namespace)")
-    ns.add_argument("--gid", type=int, metavar="GID", help="gid inside (default 0 with a user namespace)")
+        ns.add_argument(
+            f"--unshare-{name}", action="store_true", help=f"create a new {name} namespace"
+        )
+    ns.add_argument(
+        "--uid", type=int, metavar="UID", help="uid inside (default 0 with a user namespace)"
+    )
+    ns.add_argument(
+        "--gid", type=int, metavar="GID", help="gid inside (default 0 with a user namespace)"
+    )
     ns.add_argument("--hostname", metavar="NAME", help="hostname inside (needs --unshare-uts)")
     ns.add_argument("--as-pid-1", action="store_true", help="COMMAND is pid 1 (no init process)")
     fs = p.add_argument_group("filesystem (a new root is built when any of these is given)")
-    fs.add_argument("--bind", nargs=2, action="append", default=[], metavar=("SRC", "DEST"), help="bind mount host SRC on DEST")
-    fs.add_argument("--ro-bind", nargs=2, action="append", default=[], metavar=("SRC", "DEST"), help="bind mount host SRC read-only on DEST")
-    fs.add_argument("--symlink", nargs=2, action="append", default=[], metavar=("SRC", "DEST"), help="create a symlink at DEST pointing to SRC")
-    fs.add_argument("--tmpfs", action="append", default=[], metavar="DEST", help="mount an empty tmpfs on DEST")
+    fs.add_argument(
+        "--bind",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("SRC", "DEST"),
+        help="bind mount host SRC on DEST",
+    )
+    fs.add_argument(
+        "--ro-bind",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("SRC", "DEST"),
+        help="bind mount host SRC read-only on DEST",
+    )
+    fs.add_argument(
+        "--symlink",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("SRC", "DEST"),
+        help="create a symlink at DEST pointing to SRC",
+    )
+    fs.add_argument(
+        "--tmpfs", action="append", default=[], metavar="DEST", help="mount an empty tmpfs on DEST"
+    )
     fs.add_argument("--proc", metavar="DEST", help="mount a new procfs on DEST")
     fs.add_argument("--dev", metavar="DEST", help="mount a minimal /dev on DEST")
     fs.add_argument("--chdir", metavar="DIR", help="change directory to DIR")
     pr = p.add_argument_group("process")
-    pr.add_argument("--die-with-parent", action="store_true", help="kill the sandbox when this process dies")
-    pr.add_argument("--new-session", action="store_true", help="create a new terminal session (setsid)")
-    pr.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop capability CAP (or ALL)")
-    pr.add_argument("--setenv", nargs=2, action="append", default=[], metavar=("VAR", "VALUE"), help="set VAR to VALUE")
+    pr.add_argument(
+        "--die-with-parent", action="store_true", help="kill the sandbox when this process dies"
+    )
+    pr.add_argument(
+        "--new-session", action="store_true", help="create a new terminal session (setsid)"
+    )
+    pr.add_argument(
+        "--cap-drop",
+        action="append",
+        default=[],
+        metavar="CAP",
+        help="drop capability CAP (or ALL)",
+    )
+    pr.add_argument(
+        "--setenv",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("VAR", "VALUE"),
+        help="set VAR to VALUE",
+    )
     pr.add_argument("--unsetenv", action="append", default=[], metavar="VAR", help="unset VAR")
     pr.add_argument("--clearenv", action="store_true", help="start from an empty environment")
     lim = p.add_argument_group("limits (pyclone)")
-    lim.add_argument("--memory-max", type=_size, metavar="BYTES", help="memory limit (K, M, G suffixes)")
+    lim.add_argument(
+        "--memory-max", type=_size, metavar="BYTES", help="memory limit (K, M, G suffixes)"
+    )
     lim.add_argument("--pids-max", type=int, metavar="N", help="limit on tasks in the sandbox")
-    lim.add_argument("--seccomp-deny", action="append", default=[], metavar="SYSCALL", help="make SYSCALL fail with EPERM")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="command and arguments")
+    lim.add_argument(
+        "--seccomp-deny",
+        action="append",
+        default=[],
+        metavar="SYSCALL",
+        help="make SYSCALL fail with EPERM",
+    )
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="COMMAND", help="command and arguments"
+    )
     p.set_defaults(func=main)
 
 

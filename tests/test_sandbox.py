@@ -219,11 +219,15 @@ def test_bad_options_are_refused_at_construction(kwargs: dict[str, Any], error: 
 def test_description_is_frozen_hashable_picklable_and_reads_well() -> None:
     sb = Sandbox(**BWRAP_LIKE, hostname="box", rlimits={"nofile": 64}, setenv={"A": "1"})
     assert pickle.loads(pickle.dumps(sb)) == sb
-    assert hash(sb) == hash(Sandbox(**BWRAP_LIKE, hostname="box", rlimits={"NOFILE": 64}, setenv={"A": "1"}))
+    assert hash(sb) == hash(
+        Sandbox(**BWRAP_LIKE, hostname="box", rlimits={"NOFILE": 64}, setenv={"A": "1"})
+    )
     with pytest.raises(AttributeError):
         sb.hostname = "other"  # type: ignore[misc]
     text = repr(sb)
-    assert text.startswith("Sandbox(new=['cgroup', 'ipc', 'mnt', 'net', 'pid', 'time', 'user', 'uts']")
+    assert text.startswith(
+        "Sandbox(new=['cgroup', 'ipc', 'mnt', 'net', 'pid', 'time', 'user', 'uts']"
+    )
     assert "ro_bind=(('/usr', '/usr'),)" in text and "hostname='box'" in text
     assert "no_new_privs" not in text  # defaults are left out
     assert repr(Sandbox()) == "Sandbox()"
@@ -728,7 +732,7 @@ def readable_tree() -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="pyclone-tree-")
     try:
         shutil.copytree(os.path.join(ROOT_DIR, "pyclone"), os.path.join(path, "pyclone"))
-        for dirpath, dirnames, filenames in os.walk(path):
+        for dirpath, _dirnames, filenames in os.walk(path):
             os.chmod(dirpath, 0o755)
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o644)
@@ -801,6 +805,8 @@ def test_cli_builds_the_same_sandbox_as_the_expression() -> None:
     from pyclone.sandbox import sandbox_from_args
 
     args = build_parser().parse_args(["run", *BWRAP_ARGS, "--", "sh"])
-    expected = Sandbox(**{**BWRAP_LIKE, "new": {"user", "pid", "mnt", "net", "uts", "ipc", "cgroup"}})
+    expected = Sandbox(
+        **{**BWRAP_LIKE, "new": {"user", "pid", "mnt", "net", "uts", "ipc", "cgroup"}}
+    )
     assert sandbox_from_args(args) == expected
     assert stat.S_ISDIR(os.stat("/usr").st_mode)
