@@ -63,3 +63,48 @@ def kcmp(pid1: int, pid2: int, type: int, idx1: int = 0, idx2: int = 0, /) -> in
 def _set_error_hook(hook: Callable[[int, int, str, int], OSError] | None, /) -> None: ...
 def _tstate_id() -> int: ...
 def _thread_count() -> int: ...
+
+# -- sandbox syscalls (issue 6) --------------------------------------------------
+MS_RDONLY: int
+MS_NOSUID: int
+MS_NODEV: int
+MS_NOEXEC: int
+MS_REMOUNT: int
+MS_NOATIME: int
+MS_NODIRATIME: int
+MS_BIND: int
+MS_REC: int
+MS_SILENT: int
+MS_PRIVATE: int
+MS_SLAVE: int
+MS_RELATIME: int
+MS_STRICTATIME: int
+MNT_FORCE: int
+MNT_DETACH: int
+MNT_EXPIRE: int
+UMOUNT_NOFOLLOW: int
+PR_SET_PDEATHSIG: int
+PR_GET_PDEATHSIG: int
+PR_SET_KEEPCAPS: int
+PR_CAPBSET_READ: int
+PR_CAPBSET_DROP: int
+PR_SET_NO_NEW_PRIVS: int
+PR_GET_NO_NEW_PRIVS: int
+PR_CAP_AMBIENT: int
+PR_CAP_AMBIENT_IS_SET: int
+PR_CAP_AMBIENT_CLEAR_ALL: int
+
+def mount(
+    source: str | bytes | None,
+    target: str | bytes,
+    fstype: str | bytes | None = None,
+    flags: int = 0,
+    data: str | bytes | None = None,
+    /,
+) -> None: ...
+def umount2(target: str | bytes, flags: int = 0, /) -> None: ...
+def pivot_root(new_root: str | bytes, put_old: str | bytes, /) -> None: ...
+def setdomainname(name: str | bytes, /) -> None: ...
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0, /) -> int: ...
+def capget(pid: int = 0, /) -> tuple[int, int, int]: ...
+def capset(effective: int, permitted: int, inheritable: int, /) -> None: ...
