@@ -310,7 +310,11 @@ class Sandbox:
     ``chdir``
         working directory inside (default ``/`` after a new root).
     ``memory_max``, ``pids_max``, ``cpu_max``
-        limits applied with :class:`pyclone.Cgroup` (needs ``pyclone.cgroup``).
+        limits applied with :class:`pyclone.Cgroup` (needs ``pyclone.cgroup``):
+        bytes, tasks, and CPUs (a number, or a ``(quota_us, period_us)``
+        pair).  The sandbox starts inside a new child cgroup of the caller's,
+        removed when :meth:`run` returns (after :meth:`spawn`: when the Task
+        is garbage-collected).
     ``seccomp_deny``, ``seccomp_errno``
         a seccomp filter, built with libseccomp through the ``pyseccomp``
         package (extra ``pyclone[seccomp]``), that makes the named system
@@ -345,7 +349,7 @@ class Sandbox:
     pass_fds: tuple[int, ...] = ()
     memory_max: int | None = None
     pids_max: int | None = None
-    cpu_max: tuple[int, int] | None = None
+    cpu_max: float | tuple[int, int] | None = None
     seccomp_deny: tuple[str, ...] = ()
     seccomp_errno: int = errno_mod.EPERM
     _flags: CloneFlag = field(default=CloneFlag(0), init=False, compare=False)
@@ -381,7 +385,7 @@ class Sandbox:
         pass_fds: Iterable[int] = (),
         memory_max: int | None = None,
         pids_max: int | None = None,
-        cpu_max: tuple[int, int] | None = None,
+        cpu_max: float | tuple[int, int] | None = None,
         seccomp_deny: str | Iterable[str] = (),
         seccomp_errno: int = errno_mod.EPERM,
     ) -> None:
@@ -493,16 +497,21 @@ class Sandbox:
                 if value <= 0:
                     raise ValueError(f"{name} must be positive, not {value}")
         if self.cpu_max is not None:
-            if (
-                not isinstance(self.cpu_max, (tuple, list))
-                or len(self.cpu_max) != 2
-                or not all(isinstance(v, int) and v > 0 for v in self.cpu_max)
+            cpu = self.cpu_max
+            if isinstance(cpu, (int, float)) and not isinstance(cpu, bool):
+                if not cpu > 0:
+                    raise ValueError(f"cpu_max must be a positive number of CPUs, not {cpu!r}")
+            elif (
+                not isinstance(cpu, (tuple, list))
+                or len(cpu) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in cpu)
             ):
                 raise ValueError(
-                    f"cpu_max must be a (quota_us, period_us) pair of positive ints, "
-                    f"not {self.cpu_max!r}"
+                    "cpu_max must be a number of CPUs or a (quota_us, period_us) pair of "
+                    f"positive ints, not {cpu!r}"
                 )
-            put(self, "cpu_max", tuple(self.cpu_max))
+            else:
+                put(self, "cpu_max", (cpu[0], cpu[1]))
         if self.memory_max or self.pids_max or self.cpu_max:
             _cgroup_module()
         put(self, "seccomp_deny", _check_names(self.seccomp_deny, "seccomp_deny"))
