@@ -1653,7 +1653,8 @@ def main(args: argparse.Namespace) -> int:
         if exc.step == "exec":
             return 127 if exc.errno == errno_mod.ENOENT else 126
         return 125
-    except OSError as exc:
+    except (OSError, RuntimeError, ValueError, ImportError) as exc:
+        # e.g. pyclone.CgroupUnavailable (a RuntimeError) for --memory-max
         print(f"{prog}: {exc}", file=sys.stderr)
         return 125
     code = done.returncode
