@@ -555,6 +555,7 @@ class Sandbox:
         stdin: Any = None,
         stdout: Any = None,
         stderr: Any = None,
+        allow_threads: bool = False,
     ) -> Task:
         """Start ``target`` in the sandbox and return its :class:`Task`.
 
@@ -565,7 +566,9 @@ class Sandbox:
         (or objects with ``fileno()``) for the sandbox's 0, 1 and 2.
 
         Returns once every setup step succeeded and the command has been
-        executed (or the callable is about to run); raises
+        executed (or the callable is about to run).  ``allow_threads``
+        is :func:`pyclone.spawn_task`'s opt-in for a multi-threaded caller.
+        Raises
         :class:`SandboxError` naming the failed step otherwise, after
         killing and reaping what had been started.
         """
@@ -617,6 +620,7 @@ class Sandbox:
                     self._flags,
                     exit_signal=signal.SIGCHLD,
                     before_start=before_start,
+                    allow_threads=allow_threads,
                     **kwargs_spawn,
                 )
             finally:
@@ -654,6 +658,7 @@ class Sandbox:
         stdout: Any = None,
         stderr: Any = None,
         check: bool = False,
+        allow_threads: bool = False,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a command in the sandbox and wait for it, like :func:`subprocess.run`.
 
@@ -675,7 +680,9 @@ class Sandbox:
             pipes = [os.pipe(), os.pipe()]
             stdout, stderr = pipes[0][1], pipes[1][1]
         try:
-            task = self.spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+            task = self.spawn(
+                argv, stdin=stdin, stdout=stdout, stderr=stderr, allow_threads=allow_threads
+            )
         except BaseException:
             for r, w in pipes:
                 os.close(r)
@@ -1473,7 +1480,8 @@ Run COMMAND in a sandbox built from Linux namespaces, like bubblewrap (bwrap).
 Options use bwrap's spelling; they can be given in any order (mounts are
 applied parents first).  Differences from bwrap: with --unshare-user the id
 inside is 0 by default (like `unshare -r`; use --uid/--gid for others), a
-mount namespace is always created, and --memory-max/--pids-max/--seccomp-deny
+mount namespace is always created, capabilities inside the user namespace are
+kept unless --cap-drop ALL is given, and --memory-max/--pids-max/--seccomp-deny
 are pyclone's own.  The exit status is COMMAND's (128+N if signal N killed
 it); 125 when setup failed, 126 when COMMAND could not be executed, 127 when
 it was not found.

@@ -741,6 +741,21 @@ def test_bwrap_equivalent_expression(who: str) -> None:
     assert (init, sh) == ("/proc/1", "/proc/2")  # only the sandbox's init and its shell
 
 
+def _mount_points() -> list[str]:
+    def inside() -> list[str]:
+        with open("/proc/self/mountinfo") as f:
+            return sorted(line.split()[4] for line in f)
+
+    result: list[str] = Sandbox(**BWRAP_LIKE).spawn(inside).result(WAIT)
+    return result
+
+
+@WHO
+def test_old_root_is_detached(who: str) -> None:
+    devs = [f"/dev/{n}" for n in ("full", "null", "pts", "random", "shm", "tty", "urandom", "zero")]
+    assert run_as(who, _mount_points) == sorted(["/", "/dev", *devs, "/proc", "/tmp", "/usr"])
+
+
 @pytest.fixture(scope="module")
 def readable_tree() -> Iterator[str]:
     """A copy of the built package that uid 65534 can read (for the system python)."""
@@ -825,3 +840,15 @@ def test_cli_builds_the_same_sandbox_as_the_expression() -> None:
     )
     assert sandbox_from_args(args) == expected
     assert stat.S_ISDIR(os.stat("/usr").st_mode)
+
+
+def test_run_timeout_kills_and_reaps_the_sandbox(healthy: Health) -> None:
+    sb = Sandbox(new={"user", "pid"})
+    with pytest.raises(pyclone.TimeoutExpired):
+        sb.run(["sleep", "60"], timeout=0.2, capture_output=True)
+    with pytest.raises(pyclone.TimeoutExpired):
+        sb.run(["sleep", "60"], timeout=0.2)
+    done = sb.run(
+        ["sh", "-c", "echo out; echo err >&2; kill -9 $$"], capture_output=True, timeout=WAIT
+    )
+    assert (done.stdout, done.stderr, done.returncode) == (b"out\n", b"err\n", 128 + signal.SIGKILL)
