@@ -306,7 +306,9 @@ class Sandbox:
     ``clearenv``, ``setenv``, ``unsetenv``
         the environment of the command (or ``os.environ`` of the callable).
     ``close_fds``, ``pass_fds``
-        close every inherited descriptor but 0, 1, 2 and ``pass_fds``.
+        close every inherited descriptor but 0, 1, 2 and ``pass_fds`` (for a
+        callable also its result pipe and the descriptors behind
+        ``sys.stdin``/``stdout``/``stderr``).
     ``chdir``
         working directory inside (default ``/`` after a new root).
     ``memory_max``, ``pids_max``, ``cpu_max``
