@@ -39,11 +39,13 @@ from ._pyclone import (
     CLONE_VM,
     CSIGNAL,
     clone,
-    clone3,
     kcmp,
 )
+from .cgroup import Cgroup, CgroupUnavailable
+from .clone3_api import clone3
 from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
+from .pidfd import pidfd_exit_status, pidfd_send_signal
 from .sandbox import Sandbox, SandboxError
 from .task import Task, spawn_task
 
@@ -82,6 +84,8 @@ __all__ = [
     "CSIGNAL",
     "FORK_FLAGS",
     "PTHREAD_FLAGS",
+    "Cgroup",
+    "CgroupUnavailable",
     "ChildError",
     "CloneFlag",
     "Sandbox",
@@ -93,5 +97,7 @@ __all__ = [
     "clone3",
     "flag_names",
     "kcmp",
+    "pidfd_exit_status",
+    "pidfd_send_signal",
     "spawn_task",
 ]

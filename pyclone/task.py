@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import errno
-import fcntl
 import os
 import pickle
 import select
@@ -14,24 +13,23 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _pyclone
-from .errors import ChildError, TimeoutExpired, UnsupportedFlags
+from . import _pyclone, clone3_api
+from .errors import ChildError, TimeoutExpired
 from .flags import CloneFlag, flag_names
+from .pidfd import pidfd_exit_status, pidfd_info_available, pidfd_reaped
 from .spec import NewSpec, ShareSpec, resolve_flags
+
+if TYPE_CHECKING:
+    from .cgroup import Cgroup
 
 __all__ = ["Task", "spawn_task"]
 
 _WALL: int = _pyclone.WALL
 _FRAME = struct.Struct("<Q")
-
-# PIDFD_GET_INFO (Linux 6.13+), struct pidfd_info VER0 (64 bytes); exit code since 6.15.
-_PIDFD_INFO_EXIT = 1 << 3
-_PIDFD_INFO = struct.Struct("<QQ11Ii")
-_PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO.size << 16) | (0xFF << 8) | 11
 
 # Tasks that were garbage-collected while still running; reaped later.
 _active: list[Task] = []
@@ -39,7 +37,8 @@ _active: list[Task] = []
 
 def _cleanup() -> None:
     for task in _active[:]:
-        if task.poll() is not None:
+        task.poll()
+        if task.ended:
             _active.remove(task)
             task.close()
 
@@ -53,13 +52,23 @@ class Task:
 
     ``pid`` is the task's id; ``tgid`` the thread-group id the kernel gave
     it (its own pid for a process, the creator's for a thread); ``flags``
-    the effective :class:`CloneFlag` set; ``pidfd`` a descriptor for the
-    task (immune to pid reuse), or None; ``returncode`` None while it runs,
-    then the exit status, or ``-N`` when signal N killed it.
+    the effective :class:`CloneFlag` set; ``exit_signal`` the signal its
+    parent gets when it ends (0: none); ``pidfd`` a descriptor for the
+    task (immune to pid reuse; every wait and signal goes through it), or
+    None on kernels without pidfds.
 
-    Use it as a context manager to wait for the task on exit (killing it
-    first if the block raised).  A task that is never waited for gives a
-    :class:`ResourceWarning` and is reaped later, so no zombie stays.
+    ``ended`` turns True once the task has ended and been collected.
+    ``returncode`` is None until then, and afterwards the exit status, or
+    ``-N`` when signal N killed it.  It stays None after the end only when
+    the kernel cannot tell: a task pyclone does not reap itself (a
+    CLONE_PARENT task, or a child auto-reaped because SIGCHLD is ignored)
+    on a kernel older than 6.15, which added the exit status to
+    ``PIDFD_GET_INFO``.
+
+    Use it as a context manager (``with`` or ``async with``) to wait for
+    the task on exit, killing it first if the block raised.  A task that
+    is never waited for gives a :class:`ResourceWarning` and is reaped
+    later, so no zombie stays.
     """
 
     pid: int
@@ -68,6 +77,7 @@ class Task:
     exit_signal: int
     pidfd: int | None
     returncode: int | None
+    ended: bool
 
     def __init__(
         self,
@@ -85,50 +95,69 @@ class Task:
         self.tgid = os.getpid() if self.flags & CloneFlag.THREAD else pid
         self.pidfd = pidfd
         self.returncode = None
+        self.ended = False
         self._result_fd = result_fd
         self._kept_fds = list(kept_fds or ())
         self._buffer = bytearray()
         self._has_result = result_fd is not None
         self._result_read = False
+        self._async_wait: asyncio.Task[None] | None = None
+        self._async_waiters = 0
 
     # -- waiting -----------------------------------------------------------
 
     def poll(self) -> int | None:
-        """Return the exit status if the task has ended, else None (never blocks)."""
-        if self.returncode is None:
+        """Collect the task if it has ended (never blocks) and return :attr:`returncode`.
+
+        None means still running, or ended with an unknown status: tell
+        the two apart with :attr:`ended`.
+        """
+        if not self.ended:
             self._wait(0.0)
         return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the task to end and return :attr:`returncode`.
 
         Raises :class:`pyclone.TimeoutExpired` when ``timeout`` seconds pass
-        first; the task keeps running and can be waited for again.
+        first; the task keeps running and can be waited for again.  The
+        result is None only when the kernel cannot report the status (see
+        :class:`Task`).  A CLONE_PARENT task is reaped by the creator's
+        parent, not by pyclone: its status can be read once that parent
+        has reaped it, so this waits for that too.
         """
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be non-negative or None")
-        if self.returncode is None and not self._wait(timeout):
+        if not self.ended and not self._wait(timeout):
             raise TimeoutExpired(self.pid, timeout if timeout is not None else 0.0)
-        assert self.returncode is not None
         return self.returncode
 
     def _wait(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` seconds (None: forever); True once reaped."""
+        """Wait up to ``timeout`` seconds (None: forever); True once collected."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.pidfd is not None:
             if not self._poll_pidfd(deadline):
                 return False
             self._drain_result()
-            code = self._collect_pidfd()
+            if self.flags & CloneFlag.PARENT:
+                known, code = self._parent_status(deadline)
+                if not known:
+                    return False
+            else:
+                code = self._collect_pidfd()
         else:
             maybe = self._collect_pid(deadline)
             if maybe is None:
                 return False
             self._drain_result()
             code = maybe
-        self.returncode = code
-        self._release_pipes()
+        self._finish(code)
         return True
+
+    def _finish(self, code: int | None) -> None:
+        self.returncode = code
+        self.ended = True
+        self._release_pipes()
 
     def _poll_pidfd(self, deadline: float | None) -> bool:
         """Block until the pidfd is readable (the task ended), reading results meanwhile."""
@@ -151,24 +180,41 @@ class Task:
                 if self._read_result_chunk() is False:
                     poller.unregister(fd)
 
-    def _collect_pidfd(self) -> int:
+    def _parent_status_now(self) -> tuple[bool, int | None]:
+        """For an ended task pyclone does not reap: (known, returncode) at this moment."""
         assert self.pidfd is not None
-        if self.flags & CloneFlag.PARENT:
-            # Not our child: the creator's parent reaps it.  Read the status
-            # from the pidfd where the kernel offers it (Linux 6.15+).
-            code = _pidfd_exit_code(self.pidfd)
-            return code if code is not None else _UNKNOWN_STATUS
+        code = pidfd_exit_status(self.pidfd)
+        if code is not None:
+            return True, code
+        if not pidfd_info_available(self.pidfd):
+            return True, None  # kernel < 6.13: nothing more will come
+        if pidfd_reaped(self.pidfd):
+            return True, None  # reaped, but the kernel (< 6.15) keeps no status
+        return False, None  # a zombie: its real parent has not reaped it yet
+
+    def _parent_status(self, deadline: float | None) -> tuple[bool, int | None]:
+        """Wait (polling, the pidfd stays readable) until the real parent has reaped the task."""
+        delay = 0.001
         while True:
-            try:
-                info = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | _WALL)
-            except ChildProcessError:
-                code = _pidfd_exit_code(self.pidfd)
-                return code if code is not None else _UNKNOWN_STATUS
-            if info is None:  # pragma: no cover - only with WNOHANG
-                continue
-            if info.si_code == os.CLD_EXITED:
-                return int(info.si_status)
-            return -int(info.si_status)
+            known, code = self._parent_status_now()
+            if known:
+                return True, code
+            if deadline is not None and time.monotonic() >= deadline:
+                return False, None
+            time.sleep(delay if deadline is None else min(delay, deadline - time.monotonic()))
+            delay = min(delay * 2, 0.05)
+
+    def _collect_pidfd(self) -> int | None:
+        assert self.pidfd is not None
+        try:
+            info = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | _WALL)
+        except ChildProcessError:
+            # Reaped by the kernel (SIGCHLD ignored) or by someone else.
+            return pidfd_exit_status(self.pidfd)
+        assert info is not None  # no WNOHANG
+        if info.si_code == os.CLD_EXITED:
+            return int(info.si_status)
+        return -int(info.si_status)
 
     def _collect_pid(self, deadline: float | None) -> int | None:
         """waitpid-based reaping for tasks without a pidfd (old kernels)."""
@@ -186,6 +232,102 @@ class Task:
             else:
                 time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    # -- asyncio -----------------------------------------------------------
+
+    async def wait_async(self) -> int | None:
+        """Wait for the task from asyncio and return :attr:`returncode`.
+
+        The pidfd is watched with :meth:`asyncio.loop.add_reader
+        <asyncio.AbstractEventLoop.add_reader>` (it becomes readable when
+        the task ends): no thread, no SIGCHLD handler, so any number of
+        tasks can be awaited at once.  The result pipe is read meanwhile,
+        so a large result cannot block the task.  Cancelling the await
+        leaves the task running.  Use ``asyncio.wait_for`` (or
+        ``asyncio.timeout``) for a time limit.  A task without a pidfd
+        (kernels before 5.3) is polled with a growing interval.
+        """
+        if self.ended:
+            return self.returncode
+        loop = asyncio.get_running_loop()
+        if self.pidfd is None:
+            delay = 0.001
+            while not self.ended:
+                self._wait(0.0)
+                if not self.ended:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+            return self.returncode
+        watch = self._async_wait
+        if watch is None or watch.get_loop() is not loop:
+            watch = self._async_wait = loop.create_task(self._watch(loop))
+        self._async_waiters += 1
+        try:
+            await asyncio.shield(watch)
+        finally:
+            self._async_waiters -= 1
+            if self._async_waiters == 0 and not watch.done():
+                watch.cancel()  # the last waiter gave up: stop watching
+                self._async_wait = None
+        return self.returncode
+
+    async def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.pidfd is not None
+        pidfd = self.pidfd
+        exited: asyncio.Future[None] = loop.create_future()
+        result_fd = self._result_fd
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        def on_result() -> None:
+            assert result_fd is not None
+            try:
+                data = os.read(result_fd, 1 << 16)
+            except BlockingIOError:
+                return
+            self._buffer += data
+            if not data or self._frame_complete():
+                loop.remove_reader(result_fd)
+
+        loop.add_reader(pidfd, on_exit)
+        if result_fd is not None:
+            os.set_blocking(result_fd, False)
+            loop.add_reader(result_fd, on_result)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            if result_fd is not None:
+                loop.remove_reader(result_fd)
+        self._drain_result()
+        if self.flags & CloneFlag.PARENT:
+            delay = 0.001
+            while True:
+                known, code = self._parent_status_now()
+                if known:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        else:
+            code = self._collect_pidfd()  # the task is a zombie: this does not block
+        if not self.ended:
+            self._finish(code)
+
+    async def __aenter__(self) -> Task:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and not self.ended:
+            self.kill()
+        await self.wait_async()
+        self.close()
 
     # -- result transport --------------------------------------------------
 
@@ -267,16 +409,22 @@ class Task:
 
     # -- signals -----------------------------------------------------------
 
-    def send_signal(self, sig: int) -> None:
-        """Send ``sig`` to the task (through its pidfd when it has one).
+    def send_signal(self, sig: int, value: int | None = None) -> None:
+        """Send ``sig`` to the task, through its pidfd when it has one.
 
-        Does nothing once the task has been reaped, like Popen.
+        An int ``value`` queues the signal with ``si_code == SI_QUEUE`` and
+        that ``si_value``, as sigqueue(3) does (needs a pidfd).  Does
+        nothing once the task has been collected, like Popen: the pidfd
+        then refers to a dead task and could never reach the process that
+        reuses its pid.
         """
-        if self.returncode is not None:
+        if self.ended:
             return
         try:
             if self.pidfd is not None:
-                signal.pidfd_send_signal(self.pidfd, sig)
+                _pyclone.pidfd_send_signal(self.pidfd, sig, value)
+            elif value is not None:
+                raise ValueError(f"{self!r} has no pidfd: a signal value needs pidfd_send_signal")
             else:
                 os.kill(self.pid, sig)
         except ProcessLookupError:
@@ -294,7 +442,7 @@ class Task:
 
     def close(self) -> None:
         """Release the pidfd and result pipe; the task must have been waited for."""
-        if self.returncode is None:
+        if not self.ended:
             raise RuntimeError(f"{self!r} is still running: wait() for it before close()")
         self._release_pipes()
         if self.pidfd is not None:
@@ -310,7 +458,7 @@ class Task:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is not None and self.returncode is None:
+        if exc_type is not None and not self.ended:
             self.kill()
         self.wait()
         self.close()
@@ -318,9 +466,10 @@ class Task:
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if not hasattr(self, "returncode"):
             return  # __init__ failed
-        if self.returncode is None:
+        if not self.ended:
             try:
-                if self.poll() is None:
+                self.poll()
+                if not self.ended:
                     _warn(f"{self!r} was never waited for", ResourceWarning, source=self)
                     _active.append(self)
                     return
@@ -330,34 +479,21 @@ class Task:
             self.close()
 
     def __repr__(self) -> str:
-        state = "running" if self.returncode is None else f"returncode={self.returncode}"
+        if not self.ended:
+            state = "running"
+        elif self.returncode is None:
+            state = "ended, status unknown"
+        else:
+            state = f"returncode={self.returncode}"
         return (
             f"<pyclone.Task pid={self.pid} tgid={self.tgid} "
             f"flags={flag_names(self.flags, api='clone3')} {state}>"
         )
 
 
-#: returncode reported when the kernel cannot tell how a task ended (see docs).
-_UNKNOWN_STATUS = -255
-
-
-def _pidfd_exit_code(pidfd: int) -> int | None:
-    """The exit status of a dead task from PIDFD_GET_INFO, or None if unavailable."""
-    buf = bytearray(_PIDFD_INFO.size)
-    _PIDFD_INFO.pack_into(buf, 0, _PIDFD_INFO_EXIT, 0, *([0] * 11), 0)
-    try:
-        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, buf, True)
-    except OSError:
-        return None
-    fields = _PIDFD_INFO.unpack(buf)
-    if not fields[0] & _PIDFD_INFO_EXIT:
-        return None
-    return _status_to_returncode(fields[-1])
-
-
 def _describe_end(returncode: int | None) -> str:
     if returncode is None:
-        return "is still running"
+        return "ended with a status the kernel could not report"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -415,34 +551,77 @@ def _child_main(
 
 # -- spawning -----------------------------------------------------------------
 
-_clone3_missing = False
+#: Exit status of a child whose creator failed to prepare it (see ``before_start``).
+GATE_FAILED_STATUS = 127
+
+#: The clocks a time namespace can offset (``time_offsets=`` keys).
+TIME_CLOCKS = ("monotonic", "boottime")
 
 
-def _create(
-    fn: Callable[[], Any], flags: CloneFlag, exit_signal: int, allow_threads: bool
-) -> tuple[int, int | None]:
-    """clone3 with a pidfd; clone(2) plus pidfd_open where clone3 is missing (ENOSYS)."""
-    global _clone3_missing
-    if not _clone3_missing:
-        try:
-            pid, pidfd = _pyclone.clone3(
-                fn, int(flags), exit_signal=exit_signal, pidfd=True, allow_threads=allow_threads
-            )
-            return pid, pidfd
-        except OSError as exc:
-            if exc.errno != errno.ENOSYS:
-                raise
-            _clone3_missing = True
-    if flags >> 32 or flags & CloneFlag.NEWTIME:
-        raise UnsupportedFlags(
-            f"{flag_names(flags, api='clone3')} needs clone3(2), which this kernel "
-            "lacks (ENOSYS); drop the clone3-only flags"
+def _check_time_offsets(
+    offsets: Mapping[str, float] | None, flags: CloneFlag
+) -> list[tuple[str, int, int]]:
+    """Validate ``time_offsets=``; return (clock, seconds, nanoseconds) triples."""
+    if offsets is None:
+        return []
+    if not isinstance(offsets, Mapping):
+        raise TypeError(
+            f"time_offsets must be a mapping of clock name to seconds, not {type(offsets).__name__}"
         )
-    pid = _pyclone.clone(fn, int(flags) | exit_signal, allow_threads=allow_threads)
+    if not flags & CloneFlag.NEWTIME:
+        raise ValueError(
+            "time_offsets needs a new time namespace: add 'time' to new= (CLONE_NEWTIME)"
+        )
+    result = []
+    for clock, value in offsets.items():
+        if clock not in TIME_CLOCKS:
+            raise ValueError(
+                f"unknown clock {clock!r} in time_offsets: a time namespace offsets "
+                f"{' and '.join(TIME_CLOCKS)} only"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"time_offsets[{clock!r}] must be seconds as an int or float, "
+                f"not {type(value).__name__}"
+            )
+        if isinstance(value, float):
+            seconds = int(value // 1)
+            nanoseconds = min(int(round((value - seconds) * 1e9)), 999_999_999)
+        else:
+            seconds, nanoseconds = value, 0
+        result.append((clock, seconds, nanoseconds))
+    return result
+
+
+def _write_time_offsets(pid: int, offsets: list[tuple[str, int, int]]) -> None:
+    """Write the offsets of the task's (still unused) time namespace; kernel errno passed through."""
+    text = "".join(f"{clock} {sec} {nsec}\n" for clock, sec, nsec in offsets)
+    path = f"/proc/{pid}/timens_offsets"
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        return pid, os.pidfd_open(pid)
-    except OSError:
-        return pid, None
+        os.write(fd, text.encode())
+    except OSError as exc:
+        raise OSError(exc.errno, f"writing {text.strip()!r} to {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _unshare_time() -> None:
+    """In the child: a fresh time namespace for children, whose offsets can still be set.
+
+    The namespace clone3(CLONE_NEWTIME) made is already in use by the
+    child, and the kernel freezes offsets at first use (EACCES afterwards).
+    """
+    _pyclone.unshare(int(CloneFlag.NEWTIME))
+
+
+def _enter_time_ns() -> None:
+    """In the child, after the creator wrote the offsets: move into that namespace."""
+    fd = os.open("/proc/self/ns/time_for_children", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _pyclone.setns(fd, int(CloneFlag.NEWTIME))
+    finally:
+        os.close(fd)
 
 
 def spawn_task(
@@ -455,6 +634,9 @@ def spawn_task(
     flags: int = 0,
     exit_signal: int = signal.SIGCHLD,
     allow_threads: bool = False,
+    cgroup: Cgroup | None = None,
+    set_tid: Iterable[int] = (),
+    time_offsets: Mapping[str, float] | None = None,
 ) -> Task:
     """Create a task running ``target(*args, **kwargs)`` and return its :class:`Task`.
 
@@ -466,23 +648,78 @@ def spawn_task(
     ``ipc``, ``cgroup``, ``time``, or ``"all"``).  ``flags`` adds raw bits.
 
     The task is created with clone3(2) and CLONE_PIDFD, so every wait and
-    signal goes through its pidfd.  With CLONE_THREAD or CLONE_PARENT the
-    kernel requires exit signal 0, and pyclone passes 0 then.  The target's
-    return value comes back through :meth:`Task.result`; its exit status is
-    0, 1 if it raised, or the code of a ``SystemExit``.
+    signal goes through its pidfd (clone(2) and pidfd_open where clone3 is
+    missing).  With CLONE_THREAD or CLONE_PARENT the kernel requires exit
+    signal 0, and pyclone passes 0 then; any other ``exit_signal`` (0 for
+    none) is waited for correctly.  The target's return value comes back
+    through :meth:`Task.result`; its exit status is 0, 1 if it raised, or
+    the code of a ``SystemExit``.
+
+    ``cgroup`` (a created :class:`pyclone.Cgroup`) starts the task inside
+    it: with CLONE_INTO_CGROUP for the cgroup v2 part, and for cgroup v1
+    controllers by writing the task to their ``cgroup.procs`` before it
+    runs anything.  ``set_tid`` chooses the pid, innermost pid namespace
+    first (see clone3(2)).  ``time_offsets`` (with ``new`` including
+    ``"time"``) maps ``"monotonic"`` and/or ``"boottime"`` to seconds that
+    the task's clocks are shifted by; they are set before it runs.
     """
+    resolved = resolve_flags(share, new, flags)
+    offsets = _check_time_offsets(time_offsets, resolved)
+    if cgroup is not None:
+        from .cgroup import Cgroup
+
+        if not isinstance(cgroup, Cgroup):
+            raise TypeError(f"cgroup must be a pyclone.Cgroup, not {type(cgroup).__name__}")
+        cgroup._require_created()
+    steps: list[Callable[[Task], None]] = []
+    prepare: Callable[[], None] | None = None
+    enter: Callable[[], None] | None = None
+    if offsets:
+        prepare, enter = _unshare_time, _enter_time_ns
+        steps.append(lambda task: _write_time_offsets(task.pid, offsets))
     return _spawn(
         target,
         args,
         kwargs,
-        resolve_flags(share, new, flags),
+        resolved,
         exit_signal=exit_signal,
         allow_threads=allow_threads,
+        before_start=_run_all(steps) if steps else None,
+        set_tid=set_tid,
+        cgroup=cgroup,
+        child_prepare=prepare,
+        child_enter=enter,
     )
 
 
-#: Exit status of a child whose creator failed to prepare it (see ``before_start``).
-GATE_FAILED_STATUS = 127
+def _run_all(steps: list[Callable[[Task], None]]) -> Callable[[Task], None]:
+    def run(task: Task) -> None:
+        for step in steps:
+            step(task)
+
+    return run
+
+
+def _wait_ready(task: Task, ready_r: int) -> None:
+    """Wait for the child's report that its own preparation is done; raise what it reports."""
+    poller = select.poll()
+    poller.register(ready_r, select.POLLIN)
+    if task.pidfd is not None:
+        poller.register(task.pidfd, select.POLLIN)
+    while True:
+        events = dict(poller.poll())
+        if ready_r in events:
+            data = os.read(ready_r, 512)
+            break
+        if task.pidfd in events:
+            data = b""
+            break
+    if data[:1] == b"\x01":
+        return
+    if data[:1] == b"\x00" and len(data) >= 5:
+        (err,) = struct.unpack("<i", data[1:5])
+        raise OSError(err, f"in the new task {task.pid}: {data[5:].decode(errors='replace')}")
+    raise RuntimeError(f"task {task.pid} ended before it was prepared")
 
 
 def _spawn(
@@ -494,6 +731,10 @@ def _spawn(
     exit_signal: int = signal.SIGCHLD,
     allow_threads: bool = False,
     before_start: Callable[[Task], None] | None = None,
+    set_tid: Iterable[int] = (),
+    cgroup: Cgroup | None = None,
+    child_prepare: Callable[[], None] | None = None,
+    child_enter: Callable[[], None] | None = None,
 ) -> Task:
     """Create the task; the machinery behind :func:`spawn_task` and its callers.
 
@@ -501,36 +742,67 @@ def _spawn(
     until ``before_start(task)`` has returned in the parent: the place to
     write uid maps, time offsets or cgroup membership for the new task.  If
     it raises, the child is killed and reaped and the exception propagates.
+
+    ``child_prepare()`` runs in the child first, and the parent waits for
+    it to finish before calling ``before_start`` (an ``OSError`` it raises
+    is raised in the parent).  ``child_enter()`` runs in the child after
+    the gate, just before the target (its errors come back as the
+    target's).  ``cgroup`` is placed as :func:`spawn_task` describes.
     """
     if not callable(target):
         raise TypeError(f"target must be callable, not {type(target).__name__}")
     if not isinstance(args, tuple):
         args = tuple(args)
     kw: Mapping[str, Any] = {} if kwargs is None else kwargs
-    if not isinstance(exit_signal, int) or not 0 <= exit_signal <= 64:
-        raise ValueError(f"exit_signal must be 0 or a signal number up to 64, not {exit_signal!r}")
+    if isinstance(exit_signal, bool) or not isinstance(exit_signal, int):
+        raise TypeError(f"exit_signal must be an int, not {type(exit_signal).__name__}")
     if flags & (CloneFlag.THREAD | CloneFlag.PARENT):
         exit_signal = 0
     _cleanup()
 
+    cgroup_fd = cgroup._v2_fd if cgroup is not None else None
+    gated = before_start is not None or cgroup is not None or child_prepare is not None
     rfd, wfd = os.pipe()
-    gate_r, gate_w = os.pipe() if before_start is not None else (-1, -1)
+    gate_r, gate_w = os.pipe() if gated else (-1, -1)
+    ready_r, ready_w = os.pipe() if child_prepare is not None else (-1, -1)
+
+    def run_target() -> Any:
+        if child_enter is not None:
+            child_enter()
+        return target(*args, **kw)
 
     def child() -> int:
+        if child_prepare is not None:
+            try:
+                child_prepare()
+            except OSError as exc:
+                text = str(exc).encode(errors="replace")[:400]
+                os.write(ready_w, b"\x00" + struct.pack("<i", exc.errno or 0) + text)
+                return GATE_FAILED_STATUS
+            os.write(ready_w, b"\x01")
         if gate_r >= 0 and os.read(gate_r, 1) != b"\x01":
             return GATE_FAILED_STATUS  # the creator could not prepare this task
-        return _child_main(target, args, kw, wfd)
+        return _child_main(run_target, (), {}, wfd)
 
     try:
-        pid, pidfd = _create(child, flags, exit_signal, allow_threads)
+        made = clone3_api.create(
+            child,
+            int(flags),
+            exit_signal=exit_signal,
+            pidfd=True,
+            set_tid=set_tid,
+            cgroup=cgroup_fd,
+            allow_threads=allow_threads,
+            cgroup_required=False,
+        )
     except BaseException:
-        for fd in (rfd, wfd, gate_r, gate_w):
+        for fd in (rfd, wfd, gate_r, gate_w, ready_r, ready_w):
             if fd >= 0:
                 os.close(fd)
         raise
     # With CLONE_FILES there is one fd table: what the child still needs must
     # stay open here until the task has been reaped.
-    child_fds = [fd for fd in (wfd, gate_r) if fd >= 0]
+    child_fds = [fd for fd in (wfd, gate_r, ready_w) if fd >= 0]
     kept: list[int] = []
     if flags & CloneFlag.FILES:
         kept = child_fds
@@ -538,22 +810,31 @@ def _spawn(
         for fd in child_fds:
             os.close(fd)
     task = Task(
-        pid,
-        flags=flags,
+        made.pid,
+        flags=flags | (CloneFlag.INTO_CGROUP if made.into_cgroup else 0),
         exit_signal=exit_signal,
-        pidfd=pidfd,
+        pidfd=made.pidfd,
         result_fd=rfd,
         kept_fds=kept,
     )
-    if before_start is not None:
+    if gated:
         try:
-            before_start(task)
+            if ready_r >= 0:
+                _wait_ready(task, ready_r)
+            if cgroup is not None:
+                cgroup._place(task.pid, v2=not made.into_cgroup)
+            if before_start is not None:
+                before_start(task)
         except BaseException:
             os.close(gate_w)
+            if ready_r >= 0:
+                os.close(ready_r)
             task.kill()
             task.wait()
             task.close()
             raise
+        if ready_r >= 0:
+            os.close(ready_r)
         os.write(gate_w, b"\x01")
         os.close(gate_w)
     return task

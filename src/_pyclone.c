@@ -870,6 +870,110 @@ pyclone_clone3(PyObject *module, PyObject *args, PyObject *kwds)
 }
 
 /* ------------------------------------------------------------------ */
+/* clone3 issue: pidfd_send_signal with a value, unshare, setns.
+ * Thin entry points, one per system call; the policy is in pyclone.pidfd
+ * and pyclone.task. */
+
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+PyDoc_STRVAR(
+    pidfd_send_signal_doc,
+    "pidfd_send_signal($module, pidfd, sig, value=None, /)\n"
+    "--\n\n"
+    "Send signal sig to the task that pidfd refers to (pidfd_send_signal(2)).\n\n"
+    "With value None the kernel fills in the siginfo as for kill(2)\n"
+    "(SI_USER).  With an int value the signal is queued like sigqueue(3):\n"
+    "si_code SI_QUEUE, this process's pid and uid, and si_value.sival_int\n"
+    "(and sival_ptr) set to value.  Raises OSError with the kernel's errno:\n"
+    "ESRCH once the task has been reaped, even if its pid number was reused.");
+
+static PyObject *
+pyclone_pidfd_send_signal(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int pidfd, sig;
+    PyObject *value = Py_None;
+    if (!PyArg_ParseTuple(args, "ii|O:pidfd_send_signal", &pidfd, &sig,
+                          &value)) {
+        return NULL;
+    }
+    siginfo_t info;
+    siginfo_t *infop = NULL;
+    if (value != Py_None) {
+        if (!PyLong_Check(value)) {
+            PyErr_Format(PyExc_TypeError,
+                         "value must be an int or None, not %.100s",
+                         Py_TYPE(value)->tp_name);
+            return NULL;
+        }
+        long long v = PyLong_AsLongLong(value);
+        if (v == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (v < INTPTR_MIN || v > INTPTR_MAX) {
+            PyErr_SetString(PyExc_OverflowError,
+                            "value must fit in a pointer-sized int");
+            return NULL;
+        }
+        memset(&info, 0, sizeof(info));
+        info.si_signo = sig;
+        info.si_code = SI_QUEUE;
+        info.si_pid = getpid();
+        info.si_uid = getuid();
+        info.si_value.sival_ptr = (void *)(intptr_t)v;
+        infop = &info;
+    }
+    if (syscall(SYS_pidfd_send_signal, pidfd, sig, infop, 0) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(unshare_doc,
+             "unshare($module, flags, /)\n"
+             "--\n\n"
+             "unshare(2) for the calling process (os.unshare exists only "
+             "from\nPython 3.12).  Raises OSError with the kernel's errno.");
+
+static PyObject *
+pyclone_unshare(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    unsigned long long flags;
+    if (convert_flags(arg, &flags) < 0) {
+        return NULL;
+    }
+    if (flags >> 32) {
+        PyErr_SetString(PyExc_ValueError,
+                        "unshare(2) takes 32-bit CLONE_NEW* flags");
+        return NULL;
+    }
+    if (syscall(SYS_unshare, (unsigned long)flags) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(setns_doc,
+             "setns($module, fd, nstype=0, /)\n"
+             "--\n\n"
+             "setns(2): move the calling process into the namespace (or "
+             "pidfd)\nfd refers to (os.setns exists only from Python 3.12).");
+
+static PyObject *
+pyclone_setns(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int fd, nstype = 0;
+    if (!PyArg_ParseTuple(args, "i|i:setns", &fd, &nstype)) {
+        return NULL;
+    }
+    if (syscall(SYS_setns, fd, nstype) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ */
 
 PyDoc_STRVAR(kcmp_doc,
              "kcmp($module, pid1, pid2, type, idx1=0, idx2=0, /)\n"
@@ -1303,6 +1407,11 @@ static PyMethodDef module_methods[] = {
     {"clone3", (PyCFunction)(void (*)(void))pyclone_clone3,
      METH_VARARGS | METH_KEYWORDS, clone3_doc},
     {"kcmp", pyclone_kcmp, METH_VARARGS, kcmp_doc},
+    /* clone3 issue */
+    {"pidfd_send_signal", pyclone_pidfd_send_signal, METH_VARARGS,
+     pidfd_send_signal_doc},
+    {"unshare", pyclone_unshare, METH_O, unshare_doc},
+    {"setns", pyclone_setns, METH_VARARGS, setns_doc},
     {"_set_error_hook", pyclone_set_error_hook, METH_O, set_error_hook_doc},
     {"_tstate_id", pyclone_tstate_id, METH_NOARGS, tstate_id_doc},
     {"_thread_count", pyclone_thread_count, METH_NOARGS, thread_count_doc},
