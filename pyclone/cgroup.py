@@ -27,13 +27,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Union
+from typing import TypeAlias
 
 from . import _pyclone
 
 __all__ = ["Cgroup", "CgroupUnavailable", "Hierarchy", "hierarchies"]
 
-CpuMax = Union[float, tuple[int, int]]
+CpuMax: TypeAlias = "float | tuple[int, int]"
 
 #: Which controller serves each limit.
 LIMIT_CONTROLLERS = {"memory_max": "memory", "pids_max": "pids", "cpu_max": "cpu"}

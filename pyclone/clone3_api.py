@@ -1,8 +1,9 @@
-"""clone3(2) for Python: the kernel's own argument rules first, and a fallback to clone(2) on ENOSYS.
+"""clone3(2) for Python: the kernel's argument rules first, and a fallback to clone(2) on ENOSYS.
 
 :func:`clone3` checks the arguments the kernel checks before it looks at
 privileges or resources, in the kernel's order, and raises the same
-``OSError`` (``EINVAL``) the kernel would, naming the rule; everything
+``EINVAL`` the kernel would (as :class:`CloneArgumentError`, an ``OSError``
+and a ``ValueError``), naming the rule; everything
 else goes to the kernel and its errno comes back unchanged.  The checks
 are those of ``copy_clone_args_from_user()``, ``clone3_args_valid()`` and
 the first flag checks of ``copy_process()`` (all ``EINVAL``, all before any
@@ -25,13 +26,13 @@ import errno
 import os
 import signal
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, TypeAlias
 
 from . import _pyclone
 from .errors import UnsupportedFlags
 from .flags import CloneFlag, flag_names
 
-__all__ = ["Created", "check_clone3_args", "clone3", "clone3_missing"]
+__all__ = ["CloneArgumentError", "Created", "check_clone3_args", "clone3", "clone3_missing"]
 
 _U64 = (1 << 64) - 1
 _INT_MAX = (1 << 31) - 1
@@ -42,7 +43,7 @@ MAX_SET_TID: int = _pyclone.MAX_SET_TID
 #: 0x80 (CLONE_NEWTIME) is part of its exit-signal byte.
 CLONE3_ONLY_FLAGS = CloneFlag.CLEAR_SIGHAND | CloneFlag.INTO_CGROUP | CloneFlag.NEWTIME
 
-CgroupArg = Union[int, str, "os.PathLike[str]", None]
+CgroupArg: TypeAlias = "int | str | os.PathLike[str] | None"
 
 _missing = False
 
@@ -60,9 +61,18 @@ def _as_u64(value: int, what: str) -> int:
     return value & _U64
 
 
-def _einval(flags: int, exit_signal: int, rule: str) -> OSError:
+class CloneArgumentError(OSError, ValueError):
+    """Arguments clone3(2) rejects before anything else: the kernel's ``EINVAL``, found early.
+
+    Both an :class:`OSError` (``errno`` is ``EINVAL``, as the kernel
+    would return) and a :class:`ValueError` (the arguments are wrong
+    whatever the privileges).  The message names the kernel's rule.
+    """
+
+
+def _einval(flags: int, exit_signal: int, rule: str) -> CloneArgumentError:
     spelled = flag_names(flags, api="clone3")
-    return OSError(
+    return CloneArgumentError(
         errno.EINVAL,
         f"clone3({spelled}, exit_signal={exit_signal}): {os.strerror(errno.EINVAL)}: {rule}",
     )
@@ -71,7 +81,7 @@ def _einval(flags: int, exit_signal: int, rule: str) -> OSError:
 def check_clone3_args(
     flags: int, exit_signal: int = signal.SIGCHLD, set_tid_size: int = 0, cgroup: int = 0
 ) -> None:
-    """Raise the kernel's ``OSError(EINVAL)`` for arguments clone3 rejects before anything else.
+    """Raise :class:`CloneArgumentError` (``EINVAL``) for arguments clone3 rejects first.
 
     ``flags`` is the 64-bit ``clone_args.flags``, ``exit_signal`` the
     ``clone_args.exit_signal`` field (negative values are read as the
@@ -299,8 +309,8 @@ def clone3(
     descriptor or a path of a cgroup v2 directory (adds CLONE_INTO_CGROUP).
     The child runs ``fn()`` as with :func:`pyclone.clone`.
 
-    Arguments the kernel rejects up front raise its ``OSError(EINVAL)``
-    here, naming the rule (see :func:`check_clone3_args`); other refusals
+    Arguments the kernel rejects up front raise :class:`CloneArgumentError`
+    (``EINVAL``, also a ``ValueError``) naming the rule; other refusals
     come from the kernel with its errno.  On ``ENOSYS`` the call falls back
     to clone(2) when the request fits it (the pidfd then comes from
     pidfd_open, or is None on kernels without it) and raises

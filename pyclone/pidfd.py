@@ -1,4 +1,4 @@
-"""Process file descriptors (pidfds): signals that cannot hit a recycled pid, exit status after reaping.
+"""Process file descriptors (pidfds): signals that cannot hit a recycled pid; exit status.
 
 A pidfd refers to one task, not to a pid number: once the task has been
 reaped, its pid may be handed to a new process, but the pidfd keeps

@@ -586,7 +586,7 @@ def _check_time_offsets(
             )
         if isinstance(value, float):
             seconds = int(value // 1)
-            nanoseconds = min(int(round((value - seconds) * 1e9)), 999_999_999)
+            nanoseconds = min(round((value - seconds) * 1e9), 999_999_999)
         else:
             seconds, nanoseconds = value, 0
         result.append((clock, seconds, nanoseconds))
@@ -594,7 +594,7 @@ def _check_time_offsets(
 
 
 def _write_time_offsets(pid: int, offsets: list[tuple[str, int, int]]) -> None:
-    """Write the offsets of the task's (still unused) time namespace; kernel errno passed through."""
+    """Write the offsets of the task's unused time namespace; the kernel's errno passes through."""
     text = "".join(f"{clock} {sec} {nsec}\n" for clock, sec, nsec in offsets)
     path = f"/proc/{pid}/timens_offsets"
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
