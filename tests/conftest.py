@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -140,3 +140,83 @@ def reap(pid: int, timeout: float = WAIT, *, options: int = 0) -> int:
         os.close(fd)
     _, status = os.waitpid(pid, flags)
     return status
+
+
+def run_forked(fn: Callable[[], object], timeout: float = WAIT) -> object:
+    """Run ``fn()`` in a forked child of the test and return what it returns.
+
+    For tests that change process-wide state the test process must keep
+    (a seccomp filter, dropped privileges, signal masks) or whose tasks
+    would be reaped by the test's parent (CLONE_PARENT).  The child's
+    return value comes back pickled; an exception in it fails the test
+    with the child's traceback.  The child is always reaped.
+    """
+    import pickle
+    import select
+    import traceback
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(r)
+        try:
+            try:
+                outcome: tuple[str, object] = ("ok", fn())
+            except BaseException:
+                outcome = ("error", traceback.format_exc())
+            try:
+                data = pickle.dumps(outcome)
+            except Exception:
+                data = pickle.dumps(("error", f"unpicklable result {outcome!r}"))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view) :]
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([r], [], [], timeout)
+            if not ready:
+                break
+            chunk = os.read(r, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+    status = reap(pid, timeout)
+    assert os.waitstatus_to_exitcode(status) == 0, f"forked child ended with status {status}"
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "error":
+        pytest.fail(f"in the forked child:\n{value}")
+    return value
+
+
+def sigwait_info(signum: int, timeout: float = WAIT) -> tuple[int, int, int, int] | None:
+    """sigtimedwait(2) for a blocked ``signum``: (si_signo, si_code, si_pid, si_value) or None.
+
+    :func:`signal.sigtimedwait` does not expose ``si_value``, so this calls
+    the C library directly (x86_64/aarch64 siginfo layout: si_pid at 16,
+    si_value at 24 for queued signals).
+    """
+    import ctypes
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    sigset = (ctypes.c_ulong * 16)()
+    sigset[(signum - 1) // 64] |= 1 << ((signum - 1) % 64)
+    info = ctypes.create_string_buffer(128)
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    ts = Timespec(int(timeout), int((timeout % 1) * 1e9))
+    got = libc.sigtimedwait(ctypes.byref(sigset), info, ctypes.byref(ts))
+    if got < 0:
+        return None
+    signo, _errno, code = struct.unpack_from("<iii", info.raw, 0)
+    pid = struct.unpack_from("<i", info.raw, 16)[0]
+    value = struct.unpack_from("<q", info.raw, 24)[0]
+    return signo, code, pid, value
