@@ -1,4 +1,4 @@
-"""pyclone.clone3 against the real kernel: LTP clone301-303, the clone3 selftests, the ENOSYS fallback.
+"""pyclone.clone3 on the real kernel: LTP clone301-303, the clone3 selftests, the ENOSYS fallback.
 
 Cases of the kernel's own suites that Python cannot reach are left out on
 purpose, because pyclone builds ``struct clone_args`` itself: a bad args
