@@ -78,6 +78,24 @@ def _einval(flags: int, exit_signal: int, rule: str) -> CloneArgumentError:
     )
 
 
+class _F:
+    """The flag values as plain ints (IntFlag arithmetic is slow on the spawn path)."""
+
+    CSIGNAL = int(CloneFlag.CSIGNAL)
+    NEWTIME = int(CloneFlag.NEWTIME)
+    DETACHED = int(CloneFlag.DETACHED)
+    INTO_CGROUP = int(CloneFlag.INTO_CGROUP)
+    SIGHAND = int(CloneFlag.SIGHAND)
+    CLEAR_SIGHAND = int(CloneFlag.CLEAR_SIGHAND)
+    THREAD = int(CloneFlag.THREAD)
+    PARENT = int(CloneFlag.PARENT)
+    NEWNS = int(CloneFlag.NEWNS)
+    FS = int(CloneFlag.FS)
+    NEWUSER = int(CloneFlag.NEWUSER)
+    NEWPID = int(CloneFlag.NEWPID)
+    VM = int(CloneFlag.VM)
+
+
 def check_clone3_args(
     flags: int, exit_signal: int = signal.SIGCHLD, set_tid_size: int = 0, cgroup: int = 0
 ) -> None:
@@ -92,7 +110,7 @@ def check_clone3_args(
     f = _as_u64(flags, "flags")
     sig = _as_u64(exit_signal, "exit_signal")
     cg = _as_u64(cgroup, "cgroup")
-    c = CloneFlag
+    c = _F
     rules: tuple[tuple[bool, str], ...] = (
         # copy_clone_args_from_user()
         (

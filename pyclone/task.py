@@ -139,12 +139,13 @@ class Task:
             if not self._poll_pidfd(deadline):
                 return False
             self._drain_result()
-            if self.flags & CloneFlag.PARENT:
+            known, code = (False, None)
+            if not self.flags & CloneFlag.PARENT:
+                known, code = self._collect_pidfd()
+            if not known:  # not reaped by us: read the status once its reaper is done
                 known, code = self._parent_status(deadline)
-                if not known:
-                    return False
-            else:
-                code = self._collect_pidfd()
+            if not known:
+                return False
         else:
             maybe = self._collect_pid(deadline)
             if maybe is None:
@@ -204,17 +205,18 @@ class Task:
             time.sleep(delay if deadline is None else min(delay, deadline - time.monotonic()))
             delay = min(delay * 2, 0.05)
 
-    def _collect_pidfd(self) -> int | None:
+    def _collect_pidfd(self) -> tuple[bool, int | None]:
+        """Reap the ended task through its pidfd: (known, returncode), as _parent_status_now."""
         assert self.pidfd is not None
         try:
             info = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | _WALL)
         except ChildProcessError:
             # Reaped by the kernel (SIGCHLD ignored) or by someone else.
-            return pidfd_exit_status(self.pidfd)
+            return self._parent_status_now()
         assert info is not None  # no WNOHANG
         if info.si_code == os.CLD_EXITED:
-            return int(info.si_status)
-        return -int(info.si_status)
+            return True, int(info.si_status)
+        return True, -int(info.si_status)
 
     def _collect_pid(self, deadline: float | None) -> int | None:
         """waitpid-based reaping for tasks without a pidfd (old kernels)."""
@@ -302,16 +304,14 @@ class Task:
             if result_fd is not None:
                 loop.remove_reader(result_fd)
         self._drain_result()
-        if self.flags & CloneFlag.PARENT:
-            delay = 0.001
-            while True:
-                known, code = self._parent_status_now()
-                if known:
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        else:
-            code = self._collect_pidfd()  # the task is a zombie: this does not block
+        known, code = (False, None)
+        if not self.flags & CloneFlag.PARENT:
+            known, code = self._collect_pidfd()  # the task is a zombie: this does not block
+        delay = 0.001
+        while not known:  # someone else reaps it: wait for that, then read the status
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            known, code = self._parent_status_now()
         if not self.ended:
             self._finish(code)
 
