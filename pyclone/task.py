@@ -830,7 +830,12 @@ def _spawn(
             if ready_r >= 0:
                 os.close(ready_r)
             task.kill()
-            task.wait()
+            if task.flags & CloneFlag.PARENT and task.pidfd is not None:
+                # not ours to reap: do not wait for its real parent to do it
+                task._poll_pidfd(None)
+                task._finish(None)
+            else:
+                task.wait()
             task.close()
             raise
         if ready_r >= 0:
