@@ -1018,7 +1018,9 @@ def _await_status(fd: int, task: Task) -> None:
         )
 
 
-def _describe(code: int) -> str:
+def _describe(code: int | None) -> str:
+    if code is None:  # Task.wait() cannot always know (see pyclone.Task)
+        return "status unknown"
     if code < 0:
         return f"killed by signal {-code}"
     return f"exit status {code}"
