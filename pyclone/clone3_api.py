@@ -235,7 +235,7 @@ def create(
             try:
                 pid, fd = _pyclone.clone3(
                     fn,
-                    word & ~int(CloneFlag.INTO_CGROUP),
+                    word,
                     exit_signal=exit_signal,
                     pidfd=pidfd,
                     set_tid=tids,

@@ -184,12 +184,13 @@ class Task:
     def _parent_status_now(self) -> tuple[bool, int | None]:
         """For an ended task pyclone does not reap: (known, returncode) at this moment."""
         assert self.pidfd is not None
+        if not pidfd_info_available(self.pidfd):
+            return True, None  # kernel < 6.13: nothing more will come
+        reaped = pidfd_reaped(self.pidfd)  # before reading: the status is kept before POLLHUP
         code = pidfd_exit_status(self.pidfd)
         if code is not None:
             return True, code
-        if not pidfd_info_available(self.pidfd):
-            return True, None  # kernel < 6.13: nothing more will come
-        if pidfd_reaped(self.pidfd):
+        if reaped:
             return True, None  # reaped, but the kernel (< 6.15) keeps no status
         return False, None  # a zombie: its real parent has not reaped it yet
 
@@ -202,7 +203,8 @@ class Task:
                 return True, code
             if deadline is not None and time.monotonic() >= deadline:
                 return False, None
-            time.sleep(delay if deadline is None else min(delay, deadline - time.monotonic()))
+            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
+            time.sleep(max(0.0, pause))
             delay = min(delay * 2, 0.05)
 
     def _collect_pidfd(self) -> tuple[bool, int | None]:
