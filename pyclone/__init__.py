@@ -42,7 +42,7 @@ from ._pyclone import (
     kcmp,
 )
 from .cgroup import Cgroup, CgroupUnavailable
-from .clone3_api import clone3
+from .clone3_api import CloneArgumentError, clone3
 from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
 from .pidfd import pidfd_exit_status, pidfd_send_signal
@@ -87,6 +87,7 @@ __all__ = [
     "Cgroup",
     "CgroupUnavailable",
     "ChildError",
+    "CloneArgumentError",
     "CloneFlag",
     "Sandbox",
     "SandboxError",
