@@ -32,20 +32,23 @@ def _status_fields() -> dict[str, str]:
 
 
 def _zombies() -> list[int]:
-    """Children of this process that are zombies."""
-    me = str(os.getpid())
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """Children of this process that are zombies (from /proc/self/task/*/children)."""
+    children: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
         try:
-            with open(f"/proc/{entry}/stat") as f:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                children.update(int(pid) for pid in f.read().split())
+        except OSError:
+            continue
+    found = []
+    for pid in sorted(children):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z" and fields[1] == me:
-            found.append(int(entry))
+        if stat[stat.rindex(")") + 2] == "Z":
+            found.append(pid)
     return found
 
 

@@ -192,6 +192,12 @@ def test_remove_kills_what_is_left(healthy: Health, make_cgroup: type[Cgroup]) -
 
 
 def test_only_its_own_cgroups_are_touched(healthy: Health, make_cgroup: type[Cgroup]) -> None:
+    mine = f"pyclone-{os.getpid()}-"
+
+    def ours_or_foreign(entry: str) -> bool:
+        # other processes running pyclone on this machine make pyclone-<pid>-N groups
+        return entry.startswith(mine) or not entry.startswith("pyclone-")
+
     def snapshot() -> dict[str, tuple[frozenset[str], str]]:
         out = {}
         for h in hierarchies():
@@ -199,7 +205,7 @@ def test_only_its_own_cgroups_are_touched(healthy: Health, make_cgroup: type[Cgr
             if h.version == 2:
                 with open(os.path.join(h.base, "cgroup.subtree_control")) as f:
                     sub = f.read()
-            out[h.base] = (frozenset(os.listdir(h.base)), sub)
+            out[h.base] = (frozenset(filter(ours_or_foreign, os.listdir(h.base))), sub)
         return out
 
     before = snapshot()
