@@ -102,6 +102,7 @@ def new_flags(new: NewSpec) -> CloneFlag:
 def resolve_flags(share: ShareSpec = "process", new: NewSpec = None, flags: int = 0) -> CloneFlag:
     """Combine ``share``, ``new`` and raw ``flags`` into one clone3 flags word.
 
+    >>> from pyclone.spec import resolve_flags
     >>> resolve_flags(share={"vm", "fs"}, new="uts")
     <CloneFlag.VM|FS|NEWUTS: 67109632>
     """

@@ -804,7 +804,7 @@ convert_set_tid(PyObject *obj, clone_request *req)
 
 PyDoc_STRVAR(
     clone3_doc,
-    "clone3($module, fn, flags=0, /, *, exit_signal=SIGCHLD, pidfd=False,\n"
+    "clone3($module, fn, flags=0, /, *, exit_signal=signal.SIGCHLD, pidfd=False,\n"
     "       set_tid=(), cgroup=None, stack_size=0, allow_threads=False)\n"
     "--\n\n"
     "Create a task with clone3(2) running fn(); return (pid, pidfd or None).\n\n"
