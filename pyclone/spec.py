@@ -48,7 +48,9 @@ NAMESPACES: dict[str, CloneFlag] = {
     "time": CloneFlag.NEWTIME,
 }
 
+#: What ``share=`` accepts: one preset or share name, or an iterable of share names.
 ShareSpec: TypeAlias = "str | Iterable[str]"
+#: What ``new=`` accepts: a namespace name, an iterable of them, ``"all"``, or None.
 NewSpec: TypeAlias = "str | Iterable[str] | None"
 
 

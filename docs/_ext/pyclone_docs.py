@@ -34,6 +34,7 @@ build cannot show stale tables.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -43,7 +44,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -121,24 +122,42 @@ def spelling(flag: Any) -> str:
     return "; ".join(parts) or "flags="
 
 
-def rule_rows() -> tuple[str, list[Mapping[str, Any]]] | None:
-    """Rows from the rule model, if ``pyclone.rules`` offers a table function.
+def rule_rows() -> tuple[str, list[dict[str, Any]]] | None:
+    """Rows from the rule model, if ``pyclone.rules`` offers them.
 
-    The contract: a callable in ``pyclone.rules`` named ``flag_table``,
-    ``flag_table_rows`` or ``flag_rows`` that returns an iterable of
-    mappings (column name -> cell), one per flag, with the flag's name
-    under ``"flag"`` or ``"name"``.
+    The contract: a callable ``pyclone.rules.flag_rows()`` returning an
+    iterable of rows, one per flag, each a dataclass instance or a mapping
+    (column name -> cell), with the flag's name under ``name`` or ``flag``.
     """
     try:
         rules = importlib.import_module("pyclone.rules")
     except ImportError:
         return None
-    for attr in ("flag_table", "flag_table_rows", "flag_rows", "table_rows"):
-        func = getattr(rules, attr, None)
-        if callable(func):
-            rows = [dict(row) for row in func()]
-            return f"pyclone.rules.{attr}()", rows
-    return None
+    func = getattr(rules, "flag_rows", None)
+    if not callable(func):
+        return None
+    rows: list[dict[str, Any]] = []
+    for row in func():
+        if dataclasses.is_dataclass(row) and not isinstance(row, type):
+            rows.append(dataclasses.asdict(row))
+        elif isinstance(row, Mapping):
+            rows.append(dict(row))
+        else:
+            return None
+    return "pyclone.rules.flag_rows()", rows
+
+
+def rules_table_text() -> str | None:
+    """The rule model's table of kernel rules (reStructuredText), if it has one."""
+    try:
+        rules = importlib.import_module("pyclone.rules")
+    except ImportError:
+        return None
+    func = getattr(rules, "rules_table", None)
+    if not callable(func):
+        return None
+    text = func()
+    return text if isinstance(text, str) else None
 
 
 def _flag_key(value: Any) -> str:
@@ -161,7 +180,9 @@ def flag_table() -> tuple[list[str], list[list[str]], str]:
             for col in row:
                 if col not in ("flag", "name", "value") and col not in extra_cols:
                     extra_cols.append(col)
-        header = header[:-1] + [str(c).replace("_", " ").capitalize() for c in extra_cols]
+        header = header[:-1] + [
+            _COLUMN_TITLES.get(c, c.replace("_", " ").capitalize()) for c in extra_cols
+        ]
     rows: list[list[str]] = []
     for member in sorted(pyclone.CloneFlag.__members__.values(), key=int):
         name = member.name or ""
@@ -181,6 +202,10 @@ def flag_table() -> tuple[list[str], list[list[str]], str]:
             model = by_flag.get(name, {})
             row += [_cell(model.get(col, "")) for col in extra_cols]
         rows.append(row)
+    if "api" in extra_cols:  # the model knows better than the bit position
+        del header[3]
+        for row in rows:
+            del row[3]
     if rules is None:
         source = (
             "Generated from pyclone.CloneFlag, pyclone.spec and pyclone.FORK_FLAGS/PTHREAD_FLAGS "
@@ -192,6 +217,15 @@ def flag_table() -> tuple[list[str], list[list[str]], str]:
             f"and the rule model ({rules[0]})."
         )
     return header, rows, source
+
+
+#: Headings for the rule model's columns (others are capitalised as they come).
+_COLUMN_TITLES = {
+    "effect": "Shares or creates",
+    "api": "System calls",
+    "constraints": "Rules",
+    "since": "Linux",
+}
 
 
 def _cell(value: Any) -> str:
@@ -310,7 +344,9 @@ def support_matrix() -> tuple[list[str], list[tuple[str, list[Outcome]]]]:
 # Directives
 
 
-def _table(header: list[str], rows: Iterable[list[nodes.Node | str]], widths: list[int]) -> nodes.table:
+def _table(
+    header: list[str], rows: Iterable[list[nodes.Node | str]], widths: list[int]
+) -> nodes.table:
     table = nodes.table(classes=["longtable", "pyclone-table"])
     group = nodes.tgroup(cols=len(header))
     table += group
@@ -364,8 +400,27 @@ class FlagTable(_Dynamic):
                     for i, c in enumerate(row)
                 ]
             )
-        widths = [18, 12, 16, 10, 5, 6] + [30] * (len(header) - 6)
+        narrow = {"Value": 10, "fork": 5, "pthread": 7, "Rules": 8, "Linux": 8, "System calls": 10}
+        widths = [narrow.get(title, 18 if i < 3 else 30) for i, title in enumerate(header)]
         return [_table(header, cells, widths), nodes.paragraph(text=source, classes=["caption"])]
+
+
+class RulesTable(_Dynamic):
+    """``.. pyclone-rules-table::``: the kernel's checks, from the rule model."""
+
+    has_content = True
+
+    def run(self) -> list[nodes.Node]:
+        self.mark_dynamic()
+        text = rules_table_text()
+        if text is None:
+            if not self.content:
+                return []
+            note = nodes.note()
+            self.state.nested_parse(self.content, self.content_offset, note)
+            return [note]
+        lines = [*text.splitlines(), "", "Generated from the rule model (pyclone.rules)."]
+        return _parse(self, lines)
 
 
 class SupportMatrix(_Dynamic):
@@ -463,9 +518,13 @@ class OptionalTocTree(TocTree):
                 pattern = docname_join(env.docname, entry)
                 if not list(patfilter(candidates, pattern)):
                     continue
-            elif entry and not entry.endswith(">") and "://" not in entry:
-                if docname_join(env.docname, entry) not in env.found_docs:
-                    continue
+            elif (
+                entry
+                and not entry.endswith(">")
+                and "://" not in entry
+                and docname_join(env.docname, entry) not in env.found_docs
+            ):
+                continue
             kept.append(line)
         if not any(line.strip() for line in kept):
             return []
@@ -539,7 +598,7 @@ class OptionalAutomodule(_Dynamic):
 
     required_arguments = 1
     has_content = True
-    option_spec = {"title": directives.unchanged}
+    option_spec: ClassVar[dict[str, Callable[[str], Any]]] = {"title": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         self.mark_dynamic()
@@ -548,15 +607,12 @@ class OptionalAutomodule(_Dynamic):
             importlib.import_module(name)
         except ImportError:
             return []
-        title = self.options.get("title") or f":mod:`{name}`"
-        lines = [title, "-" * max(len(title), 3), "", f".. automodule:: {name}", "   :members:", ""]
+        title = self.options.get("title") or name
+        lines = [f".. rubric:: {title}", "", f".. automodule:: {name}", "   :members:"]
         if name in elsewhere_documented(self.env.app):
-            lines.insert(5, "   :no-index:")
-        content = StringList(lines, self.env.docname)
-        section = nodes.section()
-        section.document = self.state.document
-        self.state.nested_parse(content, 0, section, match_titles=True)
-        return list(section.children)
+            lines.append("   :no-index:")
+        lines.append("")
+        return _parse(self, lines)
 
 
 class Constants(_Dynamic):
@@ -576,7 +632,8 @@ class Constants(_Dynamic):
             member = name.removeprefix("CLONE_")
             lines += [
                 f".. py:data:: {name}",
-                f"   :type: int",
+                "   :module: pyclone",
+                "   :type: int",
                 f"   :value: {int(value):#x}",
                 "",
                 f"   :attr:`CloneFlag.{member} <pyclone.CloneFlag>` as a plain :class:`int`.",
@@ -600,10 +657,7 @@ def data_doc(name: str) -> tuple[str, list[str]]:
     import pyclone
 
     value = getattr(pyclone, name)
-    if isinstance(value, pyclone.CloneFlag):
-        shown = pyclone.flag_names(value)
-    else:
-        shown = repr(value)
+    shown = pyclone.flag_names(value) if isinstance(value, pyclone.CloneFlag) else repr(value)
     for modname, module in sorted(sys.modules.items()):
         if not modname.startswith("pyclone") or getattr(module, name, None) is not value:
             continue
@@ -625,12 +679,17 @@ class Data(_Dynamic):
 
     def run(self) -> list[nodes.Node]:
         self.mark_dynamic()
-        return _parse(self, _data_lines(self.arguments[0]))
+        name = self.arguments[0]
+        own = elsewhere_documented(self.env.app, self.env.docname, own_directives=False)
+        return _parse(self, _data_lines(name, f"pyclone.{name}" in own))
 
 
-def _data_lines(name: str) -> list[str]:
+def _data_lines(name: str, no_index: bool = False) -> list[str]:
     shown, doc = data_doc(name)
-    lines = [f".. py:data:: pyclone.{name}", f"   :value: {shown}", ""]
+    lines = [f".. py:data:: {name}", "   :module: pyclone", f"   :value: {shown}"]
+    if no_index:
+        lines.append("   :no-index:")
+    lines.append("")
     lines += [f"   {line}" if line else "" for line in doc]
     lines.append("")
     return lines
@@ -640,6 +699,54 @@ def _parse(directive: SphinxDirective, lines: list[str]) -> list[nodes.Node]:
     container = nodes.container()
     directive.state.nested_parse(StringList(lines, directive.env.docname), 0, container)
     return list(container.children)
+
+
+def _autodoc_lines(name: str, options: Mapping[str, str], no_index: bool) -> list[str]:
+    """autodoc directive lines for ``pyclone.NAME``, chosen by what the object is."""
+    import inspect
+
+    import pyclone
+
+    obj = getattr(pyclone, name)
+    full = f"pyclone.{name}"
+    if isinstance(obj, type) and issubclass(obj, BaseException):
+        lines = [f".. autoexception:: {full}"]
+    elif isinstance(obj, type):
+        lines = [f".. autoclass:: {full}"]
+    elif callable(obj) or inspect.ismodule(obj):
+        lines = [f".. autofunction:: {full}"]
+    else:
+        return _data_lines(name, no_index)
+    if isinstance(obj, type) and "no-members" not in options and "members" not in options:
+        lines.append("   :members:")
+    lines += [f"   :{key}: {value}".rstrip() for key, value in options.items()]
+    if no_index:
+        lines.append("   :no-index:")
+    lines.append("")
+    return lines
+
+
+class Autodoc(_Dynamic):
+    """``.. pyclone-autodoc:: NAME``: autodoc ``pyclone.NAME`` (class, function or data).
+
+    If another page describes the same name with its own directive, this
+    entry is not indexed, so the two never collide.
+    """
+
+    required_arguments = 1
+    has_content = False
+    option_spec: ClassVar[dict[str, Callable[[str], Any]]] = {
+        "members": directives.unchanged,
+        "no-members": directives.flag,
+        "exclude-members": directives.unchanged,
+    }
+
+    def run(self) -> list[nodes.Node]:
+        self.mark_dynamic()
+        name = self.arguments[0]
+        options = {k: ("" if v is None else str(v)) for k, v in self.options.items()}
+        own = elsewhere_documented(self.env.app, self.env.docname, own_directives=False)
+        return _parse(self, _autodoc_lines(name, options, f"pyclone.{name}" in own))
 
 
 class RemainingApi(_Dynamic):
@@ -665,18 +772,9 @@ class RemainingApi(_Dynamic):
             full = f"pyclone.{name}"
             if full in skip or name.startswith("CLONE_") or name == "CSIGNAL":
                 continue
-            obj = getattr(pyclone, name)
-            if inspect.ismodule(obj):
+            if inspect.ismodule(getattr(pyclone, name)):
                 continue
-            if isinstance(obj, type) and issubclass(obj, BaseException):
-                lines += [f".. autoexception:: {full}", "   :members:"]
-            elif isinstance(obj, type):
-                lines += [f".. autoclass:: {full}", "   :members:"]
-            elif callable(obj):
-                lines += [f".. autofunction:: {full}"]
-            else:
-                lines += _data_lines(name)
-            lines.append("")
+            lines += _autodoc_lines(name, {}, no_index=False)
         if not lines:
             return []
         container = nodes.container()
@@ -690,12 +788,14 @@ class RemainingApi(_Dynamic):
 _DESC = re.compile(
     r"^\.\.\s+(?:auto)?(?:py:)?"
     r"(function|class|exception|data|attribute|method|module|currentmodule|"
-    r"decorator|property|pyclone-data)::\s*([\w.]+)",
+    r"decorator|property|pyclone-data|pyclone-autodoc)::\s*([\w.]+)",
     re.M,
 )
 
 
-def elsewhere_documented(app: Sphinx, docname: str | None = None) -> frozenset[str]:
+def elsewhere_documented(
+    app: Sphinx, docname: str | None = None, *, own_directives: bool = True
+) -> frozenset[str]:
     """Full names described by explicit directives on pages other than ``docname``.
 
     With no ``docname``, pages under reference/ are left out too: that is
@@ -711,12 +811,16 @@ def elsewhere_documented(app: Sphinx, docname: str | None = None) -> frozenset[s
             continue
         if rel.with_suffix("").as_posix() == docname:
             continue
-        names |= _described_in(path)
+        names |= _described_in(path, own_directives=own_directives)
     return frozenset(names)
 
 
-def _described_in(path: Path) -> set[str]:
-    """Full names that one page describes with explicit (auto)doc directives."""
+def _described_in(path: Path, *, own_directives: bool = True) -> set[str]:
+    """Full names that one page describes with explicit (auto)doc directives.
+
+    ``own_directives=False`` leaves out this extension's ``pyclone-data`` and
+    ``pyclone-autodoc`` (which step aside by themselves).
+    """
     names: set[str] = set()
     module = ""
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -726,8 +830,9 @@ def _described_in(path: Path) -> set[str]:
             if kind == "module":
                 names.add(target)
             continue
-        if kind == "pyclone-data":
-            names.add(f"pyclone.{target}")
+        if kind in ("pyclone-data", "pyclone-autodoc"):
+            if own_directives:
+                names.add(f"pyclone.{target}")
         elif target.split(".")[0] == "pyclone":
             names.add(target)
         elif module:
@@ -735,7 +840,9 @@ def _described_in(path: Path) -> set[str]:
     return names
 
 
-def skip_member(app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any) -> bool | None:
+def skip_member(
+    app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool | None:
     """Leave out of the module reference what another page already describes."""
     if what != "module":
         return None
@@ -747,7 +854,9 @@ def skip_member(app: Sphinx, what: str, name: str, obj: Any, skip: bool, options
     return None
 
 
-def always_reread(app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]) -> list[str]:
+def always_reread(
+    app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
     """Re-read pages whose output depends on the code or on which pages exist."""
     dynamic: set[str] = getattr(env, "pyclone_dynamic_docs", set())
     return sorted(d for d in dynamic if d in env.found_docs)
@@ -767,6 +876,7 @@ def merge_info(app: Sphinx, env: Any, docnames: set[str], other: Any) -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("pyclone-flag-table", FlagTable)
     app.add_directive("pyclone-support-matrix", SupportMatrix)
+    app.add_directive("pyclone-rules-table", RulesTable)
     app.add_directive("pyclone-cli", CliHelp)
     app.add_directive("optional-toctree", OptionalTocTree)
     app.add_directive("pending-feature", PendingFeature)
@@ -774,10 +884,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("pyclone-constants", Constants)
     app.add_directive("pyclone-remaining-api", RemainingApi)
     app.add_directive("pyclone-data", Data)
+    app.add_directive("pyclone-autodoc", Autodoc)
     app.add_role("optdoc", optdoc_role)
     app.connect("autodoc-skip-member", skip_member)
     app.connect("env-get-outdated", always_reread)
     app.connect("env-purge-doc", purge_doc)
     app.connect("env-merge-info", merge_info)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
-
