@@ -76,6 +76,9 @@ HAS_EXPLAIN = hasattr(pyclone, "explain")
 if HAS_ACTIONS:
     import pyclone.actions
 """
+# Examples in docstrings are written for their module's namespace, so they
+# run there, with `doctest` (tests/test_docs.py), not in a page's namespace.
+doctest_test_doctest_blocks = ""
 doctest_default_flags = (
     __import__("doctest").ELLIPSIS
     | __import__("doctest").NORMALIZE_WHITESPACE

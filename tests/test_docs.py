@@ -8,9 +8,11 @@ directory from scratch, so no cached page can hide a failure.
 from __future__ import annotations
 
 import ast
+import doctest
 import importlib.util
 import inspect
 import os
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -103,26 +105,50 @@ def test_stub_names_match_the_c_module() -> None:
     assert (ROOT / "pyclone" / "py.typed").exists()
 
 
+def _submodules() -> list[str]:
+    names = [f"pyclone.{m.name}" for m in pkgutil.iter_modules(pyclone.__path__)]
+    return sorted(n for n in names if n not in ("pyclone.__main__",))
+
+
+def test_docstring_examples_run(healthy: object) -> None:
+    """Examples in docstrings run in their own module's namespace, and pass."""
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    report: list[str] = []
+    for modname in ["pyclone", *_submodules()]:
+        try:
+            module = importlib.import_module(modname)
+        except ImportError:  # an optional dependency (hypothesis) is missing
+            continue
+        for test in finder.find(module, modname):
+            if test.examples:
+                runner.run(test, out=report.append)
+    assert runner.tries > 0, "no docstring examples found"
+    assert runner.failures == 0, "".join(report)
+
+
 # -- the generated tables -----------------------------------------------------
 
 
 def test_every_flag_has_a_row_and_a_meaning() -> None:
     ext = _extension()
-    _, rows, source = ext.flag_table()
+    header, rows, source = ext.flag_table()
     names = [row[0] for row in rows]
     expected = [f"CLONE_{m.name}" for m in pyclone.CloneFlag.__members__.values()]
     assert sorted(names) == sorted(n for n in expected if n != "CLONE_CSIGNAL")
     assert set(pyclone.CloneFlag.__members__) <= set(ext.MEANING)
     assert "pyclone.CloneFlag" in source
-    by_name = {row[0]: row for row in rows}
-    assert by_name["CLONE_VM"][1] == hex(pyclone.CLONE_VM)
-    assert by_name["CLONE_INTO_CGROUP"][3] == "clone3 only"
-    assert by_name["CLONE_NEWTIME"][3] == "clone3 only"
-    assert by_name["CLONE_FILES"][3] == "clone, clone3"
-    assert 'share="vm"' in by_name["CLONE_VM"][2]
-    assert 'new="uts"' in by_name["CLONE_NEWUTS"][2]
+    by_name = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert by_name["CLONE_VM"]["Value"] == hex(pyclone.CLONE_VM)
+    # From the bit position, or from the rule model ("clone3" / "both") when present.
+    for clone3_only in ("CLONE_INTO_CGROUP", "CLONE_NEWTIME", "CLONE_CLEAR_SIGHAND"):
+        assert by_name[clone3_only]["System calls"] in ("clone3 only", "clone3")
+    assert by_name["CLONE_FILES"]["System calls"] in ("clone, clone3", "both")
+    assert 'share="vm"' in by_name["CLONE_VM"]["spawn_task"]
+    assert 'new="uts"' in by_name["CLONE_NEWUTS"]["spawn_task"]
     # "thread" alone means the preset, so the single flag is spelled as a set.
-    assert 'share={"thread"}' in by_name["CLONE_THREAD"][2]
+    assert 'share={"thread"}' in by_name["CLONE_THREAD"]["spawn_task"]
+    assert by_name["CLONE_VM"]["pthread"] == "yes" and by_name["CLONE_VM"]["fork"] == ""
 
 
 def test_support_matrix_matches_the_library(healthy: object) -> None:
@@ -154,6 +180,24 @@ def test_support_matrix_matches_the_library(healthy: object) -> None:
             assert outcome.text, "every cell states what happened"
             if outcome.supported is False:
                 assert outcome.text.startswith(("refused: ", "error: ", "ran, but"))
+
+
+@pytest.mark.parametrize(
+    ("found", "kept"),
+    [
+        (set(), []),
+        ({"howto/sandbox"}, ["sandbox"]),  # the glob would match nothing left
+        ({"howto/sandbox", "howto/clone3"}, ["sandbox", "*"]),
+        ({"howto/clone3"}, ["*"]),
+        ({"howto/property-testing", "howto/sandbox"}, ["sandbox", "property-testing"]),
+    ],
+)
+def test_optional_toctree_keeps_what_exists(found: set[str], kept: list[str]) -> None:
+    ext = _extension()
+    entries = ["sandbox", "property-testing", "*"]
+    docs = found | {"howto/index", "index"}
+    keep = ext.filter_toctree_entries(entries, "howto/index", docs, True)
+    assert [entries[i] for i in keep] == kept
 
 
 def test_cli_help_lists_every_command() -> None:

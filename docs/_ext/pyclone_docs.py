@@ -502,30 +502,47 @@ def cli_help() -> Iterator[tuple[str, str]]:
             os.environ["COLUMNS"] = old
 
 
+def filter_toctree_entries(
+    entries: list[str], docname: str, found_docs: Iterable[str], glob: bool
+) -> list[int]:
+    """Indexes of the toctree entries to keep: those that name or match a page.
+
+    Entries are taken in order, as Sphinx does: a page named explicitly is
+    no longer available to a later glob, so a glob left with nothing to
+    match is dropped too (Sphinx would warn about it).
+    """
+    remaining = set(found_docs) - {docname}
+    keep: list[int] = []
+    for index, line in enumerate(entries):
+        entry = line.strip()
+        if not entry:
+            keep.append(index)
+        elif glob and glob_re.match(entry):
+            matches = set(patfilter(remaining, docname_join(docname, entry)))
+            if matches:
+                keep.append(index)
+                remaining -= matches
+        elif entry.endswith(">") or "://" in entry or entry == "self":
+            keep.append(index)  # explicit titles and URLs are left to Sphinx
+        else:
+            target = docname_join(docname, entry)
+            if target in remaining:
+                keep.append(index)
+                remaining.discard(target)
+    return keep
+
+
 class OptionalTocTree(TocTree):
-    """A toctree whose glob entries may match no page (they are then dropped)."""
+    """A toctree whose entries may name pages that do not exist (they are dropped)."""
 
     def run(self) -> list[nodes.Node]:
         env = self.env
         dynamic: set[str] = getattr(env, "pyclone_dynamic_docs", set())
         dynamic.add(env.docname)
         env.pyclone_dynamic_docs = dynamic  # type: ignore[attr-defined]
-        candidates = set(env.found_docs) - {env.docname}
-        kept: list[str] = []
-        for line in self.content:
-            entry = line.strip()
-            if entry and glob_re.match(entry) and "glob" in self.options:
-                pattern = docname_join(env.docname, entry)
-                if not list(patfilter(candidates, pattern)):
-                    continue
-            elif (
-                entry
-                and not entry.endswith(">")
-                and "://" not in entry
-                and docname_join(env.docname, entry) not in env.found_docs
-            ):
-                continue
-            kept.append(line)
+        lines = list(self.content)
+        keep = filter_toctree_entries(lines, env.docname, env.found_docs, "glob" in self.options)
+        kept = [lines[i] for i in keep]
         if not any(line.strip() for line in kept):
             return []
         source = self.content.source(0) if self.content else ""
