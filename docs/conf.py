@@ -35,12 +35,14 @@ extensions = [
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["pyclone.css"]
 html_theme = "alabaster"
 html_title = f"pyclone {release}"
 html_theme_options = {
     "description": "Processes and threads are both tasks: the clone flags decide.",
     "fixed_sidebar": True,
+    "page_width": "1100px",
 }
 
 default_role = "code"

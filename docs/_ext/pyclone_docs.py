@@ -465,6 +465,45 @@ class SupportMatrix(_Dynamic):
         return out
 
 
+def exception_rows() -> list[tuple[str, str, str]]:
+    """(name, bases, first docstring line) for every exception pyclone exports."""
+    import pyclone
+
+    rows = []
+    for name in pyclone.__all__:
+        obj = getattr(pyclone, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            bases = ", ".join(
+                b.__name__ if b.__module__ == "builtins" else f"{b.__module__}.{b.__qualname__}"
+                for b in obj.__bases__
+            )
+            doc = (obj.__dict__.get("__doc__") or "").strip().splitlines()
+            rows.append((name, bases, doc[0] if doc else ""))
+    return rows
+
+
+class Exceptions(_Dynamic):
+    """``.. pyclone-exceptions::``: a table of the exceptions in ``pyclone.__all__``."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        self.mark_dynamic()
+        cells: list[list[nodes.Node | str]] = []
+        for name, bases, summary in exception_rows():
+            ref = addnodes.pending_xref(
+                "",
+                refdomain="py",
+                reftype="exc",
+                reftarget=f"pyclone.{name}",
+                refexplicit=False,
+                refwarn=False,
+            )
+            ref += nodes.literal(text=f"pyclone.{name}")
+            cells.append([nodes.paragraph("", "", ref), bases, summary])
+        return [_table(["Exception", "Based on", "Meaning"], cells, [22, 28, 50])]
+
+
 class CliHelp(_Dynamic):
     """``.. pyclone-cli::``: the help text of ``python -m pyclone`` and each command."""
 
@@ -895,6 +934,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("pyclone-support-matrix", SupportMatrix)
     app.add_directive("pyclone-rules-table", RulesTable)
     app.add_directive("pyclone-cli", CliHelp)
+    app.add_directive("pyclone-exceptions", Exceptions)
     app.add_directive("optional-toctree", OptionalTocTree)
     app.add_directive("pending-feature", PendingFeature)
     app.add_directive("optional-automodule", OptionalAutomodule)
