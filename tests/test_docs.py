@@ -79,6 +79,30 @@ def test_public_name_has_a_docstring(name: str) -> None:
     assert any(line.strip() for line in lines), f"pyclone.{name} has no #: comment"
 
 
+def _has_public_methods(obj: object) -> bool:
+    return inspect.isclass(obj) and any(
+        not attr.startswith("_") and (inspect.isfunction(value) or isinstance(value, property))
+        for attr, value in vars(obj).items()
+    )
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n in pyclone.__all__ if _has_public_methods(getattr(pyclone, n)))
+)
+def test_public_methods_have_docstrings(name: str) -> None:
+    cls = getattr(pyclone, name)
+    missing = []
+    for attr, value in vars(cls).items():
+        if attr.startswith("_"):
+            continue
+        func = value.fget if isinstance(value, property) else value
+        if isinstance(func, (staticmethod, classmethod)):
+            func = func.__func__
+        if inspect.isfunction(func) and not (func.__doc__ or "").strip():
+            missing.append(attr)
+    assert missing == [], f"pyclone.{name} methods without a docstring: {missing}"
+
+
 @pytest.mark.parametrize(
     "name", sorted(n for n in pyclone.__all__ if inspect.isbuiltin(getattr(pyclone, n)))
 )
