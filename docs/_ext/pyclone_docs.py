@@ -899,14 +899,26 @@ def _described_in(path: Path, *, own_directives: bool = True) -> set[str]:
 def skip_member(
     app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any
 ) -> bool | None:
-    """Leave out of the module reference what another page already describes."""
-    if what != "module":
-        return None
-    module = getattr(obj, "__module__", None)
+    """Leave out of the reference what another page already describes.
+
+    Covers members of modules (``pyclone.explain``) and of classes
+    (``pyclone.Task.shared_resources``), under the public or defining module.
+    """
     documented = elsewhere_documented(app)
-    for prefix in ("pyclone", module):
-        if prefix and f"{prefix}.{name}" in documented:
-            return True
+    if what == "module":
+        module = getattr(obj, "__module__", None)
+        candidates = [f"pyclone.{name}", f"{module}.{name}"]
+    elif what in ("class", "exception"):
+        target = obj.fget if isinstance(obj, property) else obj
+        qualname = getattr(target, "__qualname__", None)
+        module = getattr(target, "__module__", None)
+        if not qualname:
+            return None
+        candidates = [f"pyclone.{qualname}", f"{module}.{qualname}"]
+    else:
+        return None
+    if any(c in documented for c in candidates):
+        return True
     return None
 
 
