@@ -1232,15 +1232,20 @@ class _Plan:
 
     def fork_init(self) -> None:
         """Become the pid namespace's init; the target continues in a child."""
+        # Block the forwarded signals across the fork: pid 1 ignores a signal it
+        # has no handler for, so one arriving before _init_loop installs its
+        # handlers would be lost.  They stay pending until then.
         with self.step("fork init"):
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
             pid = os.fork()
         if pid == 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             return
         os.close(self.status_fd)
         result_fd = task_mod._child_result_fd
         if result_fd is not None:
             os.close(result_fd)
-        _init_loop(pid)
+        _init_loop(pid, mask)
 
     def process_setup(self) -> None:
         sb = self.sandbox
@@ -1454,8 +1459,11 @@ def _close_except(keep: set[int]) -> None:
     os.closerange(low, os.sysconf("SC_OPEN_MAX") if low < 65536 else low)
 
 
-def _init_loop(target: int) -> NoReturn:
-    """pid 1 of the sandbox: forward signals to the target, reap everyone, exit with it."""
+def _init_loop(target: int, mask: Iterable[int]) -> NoReturn:
+    """pid 1 of the sandbox: forward signals to the target, reap everyone, exit with it.
+
+    ``mask`` is the signal mask to restore once the handlers are in place.
+    """
 
     def forward(signum: int, _frame: Any) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -1463,6 +1471,7 @@ def _init_loop(target: int) -> NoReturn:
 
     for sig in _FORWARDED:
         signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     code = 1
     while True:
         try:
