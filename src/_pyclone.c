@@ -322,6 +322,7 @@ typedef struct {
     Py_ssize_t set_tid_size;
     int cgroup_fd;              /* -1 when not used */
     int allow_threads;
+    Py_ssize_t stack_size;      /* 0: default */
 } clone_request;
 
 static const char *
@@ -635,9 +636,1416 @@ spawn_forklike(PyObject *module, clone_request *req)
     return Py_BuildValue("(ii)", pid, pidfd);
 }
 
+/* ================================================================== */
+/* Actions: C-level children on a stack of their own (issue 4, part 1) */
+/*                                                                    */
+/* An action is a flat program of raw system calls compiled before    */
+/* the clone (class _Program).  The child starts on an mmap'd stack   */
+/* with a guard page, runs the program without touching libc or       */
+/* Python state (no errno, no TLS, no locks: valid with CLONE_VM and  */
+/* CLONE_THREAD, with or without CLONE_VFORK), and ends with SYS_exit */
+/* -- it never returns into the caller's frames.  It reports through  */
+/* a MAP_SHARED page (struct act_page), which the parent sees for     */
+/* shared-VM and copy children alike; the page also holds the         */
+/* CLONE_CHILD_SETTID/CLEARTID word used to join threads and to know  */
+/* when a shared-VM child has left its stack.  A stack is reused or   */
+/* unmapped only after the kernel cleared that word (CLONE_VM) or at  */
+/* once (copy children have their own copy of it).                    */
+/* ================================================================== */
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <time.h>
+
+extern char **environ;
+
+#if defined(__x86_64__)
+#define ACT_ASM_CLONE 1
+/* A system call that returns -errno and never touches errno (TLS). */
+static inline long
+act_sys(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8),
+                       "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+/* clone (nr = SYS_clone: a1 flags, a2 stack pointer, a3 ptid, a4 ctid,
+ * a5 tls) or clone3 (a1 args, a2 size).  The parent stored fn and arg at
+ * the child's stack pointer; the child pops them, calls fn(arg) and ends
+ * with SYS_exit(fn's value). */
+static long __attribute__((noinline))
+act_clone_asm(long nr, long a1, long a2, long a3, long a4, long a5)
+{
+    register long r10 __asm__("r10") = a4;
+    register long r8 __asm__("r8") = a5;
+    long ret;
+    __asm__ volatile("syscall\n\t"
+                     "testq %%rax, %%rax\n\t"
+                     "jnz 1f\n\t"
+                     "xorl %%ebp, %%ebp\n\t"
+                     "popq %%rax\n\t"
+                     "popq %%rdi\n\t"
+                     "andq $-16, %%rsp\n\t"
+                     "callq *%%rax\n\t"
+                     "movl %%eax, %%edi\n\t"
+                     "movl %[exit], %%eax\n\t"
+                     "syscall\n\t"
+                     "hlt\n\t"
+                     "1:\n\t"
+                     : "=a"(ret)
+                     : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8),
+                       [exit] "i"(SYS_exit)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+static inline void
+act_copy(char *dst, const char *src, size_t n)
+{
+    __asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+#else
+#define ACT_ASM_CLONE 0
+/* Elsewhere: syscall(), whose errno write races with a concurrently
+ * running caller on the shared thread pointer (documented). */
+static long
+act_sys(long n, long a, long b, long c, long d, long e, long f)
+{
+    long r = syscall(n, a, b, c, d, e, f);
+    return r == -1 ? -errno : r;
+}
+
+static void
+act_copy(char *dst, const char *src, size_t n)
+{
+    volatile char *d = dst;
+    for (size_t i = 0; i < n; i++) {
+        d[i] = src[i];
+    }
+}
+#endif
+
+/* PyLong_AsInt is 3.13+ */
+static int
+act_as_int(PyObject *obj)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT32_MIN || v > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value does not fit in a C int");
+        return -1;
+    }
+    return (int)v;
+}
+
+#define ACT_STORE(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELEASE)
+#define ACT_LOAD(field) __atomic_load_n(&(field), __ATOMIC_ACQUIRE)
+
+enum act_opcode {
+    OP_EXIT,
+    OP_SLEEP,
+    OP_WRITE,
+    OP_CHDIR,
+    OP_CLOSE,
+    OP_IGNORE_SIGNAL,
+    OP_EXEC,
+};
+
+struct act_op {
+    int code;
+    long num; /* exit code, fd, signal number */
+    struct timespec ts;
+    char *dst;
+    const char *src;
+    size_t len;
+    const char *path;
+    char *const *argv;
+    char *const *envp; /* NULL: the caller's environ at spawn time */
+};
+
+/* What the child reports.  ACT_NEW until the child runs. */
+enum act_state {
+    ACT_NEW = 0,
+    ACT_RUNNING = 1,
+    ACT_EXITED = 2,
+    ACT_FAILED = 3,
+    ACT_EXECING = 4,
+    ACT_CANCELLED = 5,
+};
+
+/* One MAP_SHARED page per task: the child's inputs and its report. */
+struct act_page {
+    int tid;       /* CHILD_SETTID/CLEARTID futex word; -1 before the child */
+    int state;     /* enum act_state */
+    int step;      /* index of the failing op */
+    int err;       /* its errno */
+    int exit_code; /* the action's exit code (threads cannot be waited for) */
+    int cancel;    /* futex word: a signal number asks the action to stop */
+    int sighand;   /* CLONE_SIGHAND: dispositions are the caller's */
+    int pad_;
+    const struct act_op *ops;
+    Py_ssize_t nops;
+    char *const *environ;
+    unsigned long caller_mask; /* kernel sigset to restore before exec */
+};
+
+#define ACT_PAGE 4096
+#define ACT_GUARD 4096
+#define ACT_DEFAULT_STACK (64 * 1024)
+#define ACT_MIN_STACK (16 * 1024)
+#define ACT_CACHE 32
+
+struct ksigaction_ {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    unsigned long mask;
+    unsigned long spare[2];
+};
+
+/* ---- the child side: async-signal-safe, raw system calls only ---- */
+
+/* Sleep until ts has passed or the parent sets page->cancel.  Returns 1
+ * when cancelled, 0 otherwise. */
+static int
+act_sleep(struct act_page *pg, const struct timespec *ts)
+{
+    struct timespec end;
+    act_sys(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&end, 0, 0, 0, 0);
+    end.tv_sec += ts->tv_sec;
+    end.tv_nsec += ts->tv_nsec;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    for (;;) {
+        if (ACT_LOAD(pg->cancel) != 0) {
+            return 1;
+        }
+        /* absolute CLOCK_MONOTONIC timeout */
+        long r = act_sys(SYS_futex, (long)&pg->cancel, FUTEX_WAIT_BITSET, 0,
+                         (long)&end, 0, (long)FUTEX_BITSET_MATCH_ANY);
+        if (r == -ETIMEDOUT) {
+            return ACT_LOAD(pg->cancel) != 0;
+        }
+    }
+}
+
+static long
+act_exec(struct act_page *pg, const struct act_op *op)
+{
+    if (!pg->sighand) {
+        /* No handler of the caller may run here once signals are
+         * unblocked: set caught signals back to SIG_DFL (this child's
+         * dispositions are a copy).  With CLONE_SIGHAND they are the
+         * caller's and stay; execve resets them in the new image. */
+        for (long sig = 1; sig <= 64; sig++) {
+            struct ksigaction_ old = {0};
+            if (sig == SIGKILL || sig == SIGSTOP ||
+                act_sys(SYS_rt_sigaction, sig, 0, (long)&old, 8, 0, 0) < 0) {
+                continue;
+            }
+            if (old.handler != (void *)SIG_DFL &&
+                old.handler != (void *)SIG_IGN) {
+                struct ksigaction_ dfl = {0};
+                act_sys(SYS_rt_sigaction, sig, (long)&dfl, 0, 8, 0, 0);
+            }
+        }
+    }
+    ACT_STORE(pg->state, ACT_EXECING);
+    act_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&pg->caller_mask, 0, 8, 0,
+            0);
+    long r = act_sys(SYS_execve, (long)op->path, (long)op->argv,
+                     (long)(op->envp ? op->envp : pg->environ), 0, 0, 0);
+    unsigned long all = ~0UL;
+    act_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, 0, 8, 0, 0);
+    return r;
+}
+
+static int __attribute__((noinline, used))
+act_child(void *arg)
+{
+    struct act_page *pg = arg;
+    ACT_STORE(pg->state, ACT_RUNNING);
+    for (Py_ssize_t i = 0; i < pg->nops; i++) {
+        const struct act_op *op = &pg->ops[i];
+        long r = 0;
+        int cancelled = ACT_LOAD(pg->cancel) != 0;
+        if (!cancelled) {
+            switch (op->code) {
+            case OP_EXIT:
+                ACT_STORE(pg->exit_code, (int)op->num);
+                ACT_STORE(pg->state, ACT_EXITED);
+                return (int)op->num;
+            case OP_SLEEP:
+                cancelled = act_sleep(pg, &op->ts);
+                break;
+            case OP_WRITE:
+                act_copy(op->dst, op->src, op->len);
+                break;
+            case OP_CHDIR:
+                r = act_sys(SYS_chdir, (long)op->path, 0, 0, 0, 0, 0);
+                break;
+            case OP_CLOSE:
+                r = act_sys(SYS_close, op->num, 0, 0, 0, 0, 0);
+                if (r == -EINTR) {
+                    r = 0; /* Linux has released the descriptor */
+                }
+                break;
+            case OP_IGNORE_SIGNAL: {
+                struct ksigaction_ ign = {0};
+                ign.handler = (void *)SIG_IGN;
+                r = act_sys(SYS_rt_sigaction, op->num, (long)&ign, 0, 8, 0,
+                            0);
+                break;
+            }
+            case OP_EXEC:
+                r = act_exec(pg, op);
+                break;
+            }
+        }
+        if (cancelled) {
+            ACT_STORE(pg->exit_code, 128 + ACT_LOAD(pg->cancel));
+            ACT_STORE(pg->state, ACT_CANCELLED);
+            return 128 + pg->cancel;
+        }
+        if (r < 0) {
+            ACT_STORE(pg->err, (int)-r);
+            ACT_STORE(pg->step, (int)i);
+            ACT_STORE(pg->exit_code, 127);
+            ACT_STORE(pg->state, ACT_FAILED);
+            return 127;
+        }
+    }
+    ACT_STORE(pg->exit_code, 0);
+    ACT_STORE(pg->state, ACT_EXITED);
+    return 0;
+}
+
+/* ---- stacks and pages: mmap'd, cached, freed only when unused ---- */
+
+static void *act_stack_cache[ACT_CACHE];
+static int act_stack_cached;
+static struct act_page *act_page_cache[ACT_CACHE];
+static int act_page_cached;
+
+/* A stack of `size` usable bytes above a PROT_NONE guard page; returns
+ * the mapping's base (the guard page) or NULL with errno set. */
+static char *
+act_stack_get(size_t size)
+{
+    if (size == ACT_DEFAULT_STACK && act_stack_cached > 0) {
+        return act_stack_cache[--act_stack_cached];
+    }
+    char *p = mmap(NULL, size + ACT_GUARD, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+    if (mprotect(p, ACT_GUARD, PROT_NONE) < 0) {
+        int e = errno;
+        munmap(p, size + ACT_GUARD);
+        errno = e;
+        return NULL;
+    }
+    return p;
+}
+
+static void
+act_stack_put(char *base, size_t size)
+{
+    if (base == NULL) {
+        return;
+    }
+    if (size == ACT_DEFAULT_STACK && act_stack_cached < ACT_CACHE) {
+        act_stack_cache[act_stack_cached++] = base;
+        return;
+    }
+    munmap(base, size + ACT_GUARD);
+}
+
+static struct act_page *
+act_page_get(void)
+{
+    struct act_page *pg;
+    if (act_page_cached > 0) {
+        pg = act_page_cache[--act_page_cached];
+    }
+    else {
+        pg = mmap(NULL, ACT_PAGE, PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (pg == MAP_FAILED) {
+            return NULL;
+        }
+    }
+    memset(pg, 0, sizeof(*pg));
+    return pg;
+}
+
+/* `reusable`: no task can still write to the page. */
+static void
+act_page_put(struct act_page *pg, int reusable)
+{
+    if (pg == NULL) {
+        return;
+    }
+    if (reusable && act_page_cached < ACT_CACHE) {
+        act_page_cache[act_page_cached++] = pg;
+        return;
+    }
+    munmap(pg, ACT_PAGE);
+}
+
+/* Shared-VM children whose owner let go before they ended: their stack,
+ * page and program stay until the kernel clears the tid word. */
+struct act_pending {
+    struct act_page *page;
+    char *stack;
+    size_t stack_size;
+    PyObject *keep; /* the program (holds the buffers the child writes) */
+};
+static struct act_pending *act_pending;
+static Py_ssize_t act_npending, act_pending_cap;
+
+static void
+act_reclaim(void)
+{
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < act_npending; i++) {
+        struct act_pending *p = &act_pending[i];
+        if (ACT_LOAD(p->page->tid) == 0) {
+            act_stack_put(p->stack, p->stack_size);
+            act_page_put(p->page, 1);
+            Py_XDECREF(p->keep);
+        }
+        else {
+            act_pending[j++] = *p;
+        }
+    }
+    act_npending = j;
+}
+
+/* Keep (page, stack, keep) until the child leaves; on allocation failure
+ * leak them rather than free memory a task may still use. */
+static void
+act_defer(struct act_page *pg, char *stack, size_t size, PyObject *keep)
+{
+    if (act_npending == act_pending_cap) {
+        Py_ssize_t cap = act_pending_cap ? act_pending_cap * 2 : 16;
+        void *grown = PyMem_RawRealloc(act_pending, cap * sizeof(*act_pending));
+        if (grown == NULL) {
+            return;
+        }
+        act_pending = grown;
+        act_pending_cap = cap;
+    }
+    act_pending[act_npending].page = pg;
+    act_pending[act_npending].stack = stack;
+    act_pending[act_npending].stack_size = size;
+    act_pending[act_npending].keep = Py_XNewRef(keep);
+    act_npending++;
+}
+
+/* Wait (without the GIL) for the kernel to clear the tid word.  Returns 1
+ * when cleared, 0 on timeout (timeout_ns < 0: none), -1 with an exception
+ * if a signal handler raised.  EINTR is retried. */
+static int
+act_join(struct act_page *pg, long long timeout_ns)
+{
+    struct timespec end, now;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    if (timeout_ns >= 0) {
+        end.tv_sec += (time_t)(timeout_ns / 1000000000LL);
+        end.tv_nsec += (long)(timeout_ns % 1000000000LL);
+        if (end.tv_nsec >= 1000000000L) {
+            end.tv_sec++;
+            end.tv_nsec -= 1000000000L;
+        }
+    }
+    for (;;) {
+        int v = ACT_LOAD(pg->tid);
+        if (v == 0) {
+            return 1;
+        }
+        struct timespec rel, *tp = NULL;
+        if (timeout_ns >= 0) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            rel.tv_sec = end.tv_sec - now.tv_sec;
+            rel.tv_nsec = end.tv_nsec - now.tv_nsec;
+            if (rel.tv_nsec < 0) {
+                rel.tv_sec--;
+                rel.tv_nsec += 1000000000L;
+            }
+            if (rel.tv_sec < 0) {
+                return 0;
+            }
+            tp = &rel;
+        }
+        long r;
+        Py_BEGIN_ALLOW_THREADS
+        r = act_sys(SYS_futex, (long)&pg->tid, FUTEX_WAIT, v, (long)tp, 0, 0);
+        Py_END_ALLOW_THREADS
+        if (r == -EINTR && PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+/* Start act_child(pg) on the stack (base = guard page).  Returns the new
+ * task's id or -errno. */
+static long
+act_start(enum api_kind api, unsigned long long flags, int exit_signal,
+          char *base, size_t size, struct act_page *pg, int *pidfd,
+          const pid_t *set_tid, Py_ssize_t set_tid_size, int cgroup_fd)
+{
+    char *top = base + ACT_GUARD + size - 16;
+    int ptid = 0;
+    flags |= F_CHILD_SETTID | F_CHILD_CLEARTID;
+    ACT_STORE(pg->tid, -1);
+    if (api == API_CLONE) {
+        void *pt = (flags & F_PIDFD) ? (void *)pidfd : (void *)&ptid;
+#if ACT_ASM_CLONE
+        ((void **)top)[0] = (void *)act_child;
+        ((void **)top)[1] = pg;
+        return act_clone_asm(SYS_clone,
+                             (long)(flags | (unsigned)(exit_signal & 0xff)),
+                             (long)top, (long)pt, (long)&pg->tid, 0);
+#else
+        int r = clone(act_child, top + 16,
+                      (int)(flags | (unsigned)(exit_signal & 0xff)), pg, pt,
+                      NULL, &pg->tid);
+        return r < 0 ? -errno : r;
+#endif
+    }
+#if ACT_ASM_CLONE
+    struct pyclone_clone_args a;
+    memset(&a, 0, sizeof(a));
+    a.flags = flags;
+    a.exit_signal = (uint64_t)exit_signal;
+    a.child_tid = (uint64_t)(uintptr_t)&pg->tid;
+    a.parent_tid = (uint64_t)(uintptr_t)&ptid;
+    a.pidfd = (uint64_t)(uintptr_t)pidfd;
+    a.stack = (uint64_t)(uintptr_t)(base + ACT_GUARD);
+    a.stack_size = (uint64_t)(top - (base + ACT_GUARD));
+    if (set_tid_size > 0) {
+        a.set_tid = (uint64_t)(uintptr_t)set_tid;
+        a.set_tid_size = (uint64_t)set_tid_size;
+    }
+    if (cgroup_fd >= 0) {
+        a.cgroup = (uint64_t)cgroup_fd;
+    }
+    ((void **)top)[0] = (void *)act_child;
+    ((void **)top)[1] = pg;
+    return act_clone_asm(SYS_clone3, (long)&a, (long)sizeof(a), 0, 0, 0);
+#else
+    (void)set_tid;
+    (void)set_tid_size;
+    (void)cgroup_fd;
+    return -ENOSYS; /* refused earlier for CLONE_VM; see action_check */
+#endif
+}
+
+/* ---- _Program: an action compiled for the child ---- */
+
+typedef struct {
+    PyObject_HEAD
+    struct act_op *ops;
+    Py_ssize_t nops;
+    Py_buffer *bufs;
+    Py_ssize_t nbufs;
+    char ***arrays; /* argv/envp arrays to free */
+    Py_ssize_t narrays;
+    PyObject *keep;       /* the op tuples: own the bytes the ops point to */
+    PyObject *labels;     /* tuple of str, one per op */
+    PyObject *make_error; /* callable(errno, label, index) -> exception */
+    int has_exec;
+    int has_ignore;
+} ProgramObject;
+
+static PyTypeObject Program_Type;
+
+static char **
+program_strv(ProgramObject *self, PyObject *seq, const char *what)
+{
+    if (!PyTuple_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "exec %s must be a tuple of bytes", what);
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    char **v = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+    if (v == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    self->arrays[self->narrays++] = v;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
+        if (!PyBytes_Check(item) ||
+            strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item)) {
+            PyErr_Format(PyExc_TypeError,
+                         "exec %s items must be bytes without NUL", what);
+            return NULL;
+        }
+        v[i] = PyBytes_AS_STRING(item);
+    }
+    return v;
+}
+
+static const char *
+program_path(PyObject *obj)
+{
+    if (!PyBytes_Check(obj) ||
+        strlen(PyBytes_AS_STRING(obj)) != (size_t)PyBytes_GET_SIZE(obj)) {
+        PyErr_SetString(PyExc_TypeError, "paths must be bytes without NUL");
+        return NULL;
+    }
+    return PyBytes_AS_STRING(obj);
+}
+
+static int
+program_compile(ProgramObject *self, PyObject *op, struct act_op *out)
+{
+    PyObject *name = PyTuple_GET_ITEM(op, 0);
+    Py_ssize_t n = PyTuple_GET_SIZE(op);
+    const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (s == NULL) {
+        PyErr_SetString(PyExc_TypeError, "op name must be a str");
+        return -1;
+    }
+#define ARG(i) PyTuple_GET_ITEM(op, (i))
+    if (strcmp(s, "exit") == 0 && n == 3) {
+        out->code = OP_EXIT;
+        out->num = PyLong_AsLong(ARG(2));
+        return (out->num == -1 && PyErr_Occurred()) ? -1 : 0;
+    }
+    if (strcmp(s, "sleep") == 0 && n == 3) {
+        double t = PyFloat_AsDouble(ARG(2));
+        if (t == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (!(t >= 0.0 && t < 1e9)) {
+            PyErr_SetString(PyExc_ValueError, "sleep seconds out of range");
+            return -1;
+        }
+        out->code = OP_SLEEP;
+        out->ts.tv_sec = (time_t)t;
+        out->ts.tv_nsec = (long)((t - (double)out->ts.tv_sec) * 1e9);
+        return 0;
+    }
+    if (strcmp(s, "write") == 0 && n == 5) {
+        Py_buffer *b = &self->bufs[self->nbufs];
+        if (PyObject_GetBuffer(ARG(2), b, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        self->nbufs++;
+        Py_ssize_t offset = PyLong_AsSsize_t(ARG(3));
+        if (offset == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (!PyBytes_Check(ARG(4))) {
+            PyErr_SetString(PyExc_TypeError, "write data must be bytes");
+            return -1;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(ARG(4));
+        if (offset < 0 || offset > b->len || len > b->len - offset) {
+            PyErr_SetString(PyExc_ValueError,
+                            "write: offset + len(data) exceeds the buffer");
+            return -1;
+        }
+        out->code = OP_WRITE;
+        out->dst = (char *)b->buf + offset;
+        out->src = PyBytes_AS_STRING(ARG(4));
+        out->len = (size_t)len;
+        return 0;
+    }
+    if (strcmp(s, "chdir") == 0 && n == 3) {
+        out->code = OP_CHDIR;
+        out->path = program_path(ARG(2));
+        return out->path ? 0 : -1;
+    }
+    if ((strcmp(s, "close") == 0 || strcmp(s, "ignore_signal") == 0) &&
+        n == 3) {
+        out->code = s[0] == 'c' ? OP_CLOSE : OP_IGNORE_SIGNAL;
+        out->num = PyLong_AsLong(ARG(2));
+        if (out->code == OP_IGNORE_SIGNAL) {
+            self->has_ignore = 1;
+        }
+        return (out->num == -1 && PyErr_Occurred()) ? -1 : 0;
+    }
+    if (strcmp(s, "exec") == 0 && n == 5) {
+        out->code = OP_EXEC;
+        self->has_exec = 1;
+        out->path = program_path(ARG(2));
+        if (out->path == NULL ||
+            (out->argv = program_strv(self, ARG(3), "argv")) == NULL) {
+            return -1;
+        }
+        if (ARG(4) != Py_None &&
+            (out->envp = program_strv(self, ARG(4), "env")) == NULL) {
+            return -1;
+        }
+        return 0;
+    }
+#undef ARG
+    PyErr_Format(PyExc_ValueError, "unknown action op %R", op);
+    return -1;
+}
+
+static void
+program_dealloc(ProgramObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->nbufs; i++) {
+        PyBuffer_Release(&self->bufs[i]);
+    }
+    for (Py_ssize_t i = 0; i < self->narrays; i++) {
+        PyMem_Free(self->arrays[i]);
+    }
+    PyMem_Free(self->bufs);
+    PyMem_Free(self->arrays);
+    PyMem_Free(self->ops);
+    Py_XDECREF(self->keep);
+    Py_XDECREF(self->labels);
+    Py_XDECREF(self->make_error);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+program_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ops", "make_error", NULL};
+    PyObject *ops_arg, *make_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:_Program", kwlist,
+                                     &ops_arg, &make_error)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(make_error)) {
+        PyErr_SetString(PyExc_TypeError, "make_error must be callable");
+        return NULL;
+    }
+    PyObject *ops = PySequence_Tuple(ops_arg);
+    if (ops == NULL) {
+        return NULL;
+    }
+    ProgramObject *self = (ProgramObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(ops);
+        return NULL;
+    }
+    self->keep = ops;
+    self->make_error = Py_NewRef(make_error);
+    Py_ssize_t n = PyTuple_GET_SIZE(ops);
+    self->ops = PyMem_Calloc((size_t)n + 1, sizeof(struct act_op));
+    self->bufs = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer));
+    self->arrays = PyMem_Calloc(2 * (size_t)n + 1, sizeof(char **));
+    self->labels = PyTuple_New(n);
+    if (self->ops == NULL || self->bufs == NULL || self->arrays == NULL ||
+        self->labels == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *op = PyTuple_GET_ITEM(ops, i);
+        if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) < 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(op, 1))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "each op must be a tuple (name, label, *args)");
+            Py_DECREF(self);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(self->labels, i, Py_NewRef(PyTuple_GET_ITEM(op, 1)));
+        if (program_compile(self, op, &self->ops[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->nops++;
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *
+program_get_labels(ProgramObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->labels);
+}
+
+static PyGetSetDef program_getset[] = {
+    {"labels", (getter)program_get_labels, NULL, "one label per op", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(program_doc,
+             "_Program(ops, make_error)\n--\n\n"
+             "An action compiled into raw system calls for a child (private;\n"
+             "build it with pyclone.actions).  ops: tuples (name, label, "
+             "*args).\nThe writable buffers it names are held (locked against "
+             "resizing)\nuntil the program and every task running it are "
+             "gone.");
+
+static PyTypeObject Program_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyclone._pyclone._Program",
+    .tp_basicsize = sizeof(ProgramObject),
+    .tp_dealloc = (destructor)program_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = program_doc,
+    .tp_getset = program_getset,
+    .tp_new = program_new,
+};
+
+/* The program of `fn` (an action with a `_program`, or a _Program), as a
+ * new reference; NULL without an exception when fn is not an action. */
+static ProgramObject *
+action_program(PyObject *fn)
+{
+    if (PyObject_TypeCheck(fn, &Program_Type)) {
+        return (ProgramObject *)Py_NewRef(fn);
+    }
+    if (PyCallable_Check(fn)) {
+        return NULL;
+    }
+    PyObject *p = PyObject_GetAttrString(fn, "_program");
+    if (p == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(p, &Program_Type)) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (ProgramObject *)p;
+}
+
+/* ---- _Run: one task running a program ---- */
+
+typedef struct {
+    PyObject_HEAD
+    struct act_page *page;
+    char *stack; /* NULL once given back */
+    size_t stack_size;
+    ProgramObject *prog;
+    unsigned long long flags;
+} RunObject;
+
+static PyTypeObject Run_Type;
+
+static void
+run_release_impl(RunObject *self)
+{
+    if (self->page == NULL) {
+        act_stack_put(self->stack, self->stack_size); /* no task was started */
+        self->stack = NULL;
+        return;
+    }
+    if ((self->flags & F_VM) && ACT_LOAD(self->page->tid) != 0) {
+        /* still on its stack, maybe writing into the program's buffers */
+        act_defer(self->page, self->stack, self->stack_size,
+                  (PyObject *)self->prog);
+    }
+    else {
+        act_stack_put(self->stack, self->stack_size);
+        act_page_put(self->page, (self->flags & F_VM) != 0);
+    }
+    self->page = NULL;
+    self->stack = NULL;
+}
+
+static void
+run_dealloc(RunObject *self)
+{
+    run_release_impl(self);
+    Py_XDECREF(self->prog);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+run_join(RunObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "join(timeout=None)");
+        return NULL;
+    }
+    if (self->page == NULL || !(self->flags & F_VM)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "join() needs a CLONE_VM task that was not released");
+        return NULL;
+    }
+    long long ns = -1;
+    if (nargs == 1 && args[0] != Py_None) {
+        double t = PyFloat_AsDouble(args[0]);
+        if (t == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        ns = t <= 0 ? 0 : (t > 9e9 ? 9000000000000000000LL : (long long)(t * 1e9));
+    }
+    int r = act_join(self->page, ns);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 1) {
+        act_reclaim();
+    }
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+run_outcome(RunObject *self, PyObject *Py_UNUSED(arg))
+{
+    if (self->page == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the task's report was released");
+        return NULL;
+    }
+    struct act_page *pg = self->page;
+    int state = ACT_LOAD(pg->state);
+    return Py_BuildValue("(iiii)", state, ACT_LOAD(pg->exit_code),
+                         ACT_LOAD(pg->step), ACT_LOAD(pg->err));
+}
+
+static PyObject *
+run_error(RunObject *self, PyObject *Py_UNUSED(arg))
+{
+    if (self->page == NULL || ACT_LOAD(self->page->state) != ACT_FAILED) {
+        Py_RETURN_NONE;
+    }
+    int step = ACT_LOAD(self->page->step);
+    if (step < 0 || step >= self->prog->nops) {
+        PyErr_SetString(PyExc_SystemError, "action report names no step");
+        return NULL;
+    }
+    return PyObject_CallFunction(self->prog->make_error, "iOi",
+                                 ACT_LOAD(self->page->err),
+                                 PyTuple_GET_ITEM(self->prog->labels, step),
+                                 step);
+}
+
+static PyObject *
+run_cancel(RunObject *self, PyObject *arg)
+{
+    int sig = act_as_int(arg);
+    if (sig == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (sig <= 0 || sig > 64) {
+        PyErr_SetString(PyExc_ValueError, "cancel(signum) needs a signal number");
+        return NULL;
+    }
+    if (self->page != NULL) {
+        int expected = 0;
+        __atomic_compare_exchange_n(&self->page->cancel, &expected, sig, 0,
+                                    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+        act_sys(SYS_futex, (long)&self->page->cancel, FUTEX_WAKE, 1, 0, 0, 0);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+run_release(RunObject *self, PyObject *Py_UNUSED(arg))
+{
+    run_release_impl(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+run_get_finished(RunObject *self, void *Py_UNUSED(closure))
+{
+    /* For CLONE_VM tasks: the kernel cleared the tid word (exit or exec). */
+    return PyBool_FromLong(self->page == NULL ||
+                           ACT_LOAD(self->page->tid) == 0);
+}
+
+static PyMethodDef run_methods[] = {
+    {"join", (PyCFunction)(void (*)(void))run_join, METH_FASTCALL,
+     "join(timeout=None) -> bool: wait (GIL released) until the kernel "
+     "cleared\nthe task's tid word (CLONE_VM tasks: exit or exec)."},
+    {"outcome", (PyCFunction)run_outcome, METH_NOARGS,
+     "outcome() -> (state, exit_code, step, errno) as the child reported."},
+    {"error", (PyCFunction)run_error, METH_NOARGS,
+     "error() -> the exception for a failed step, or None."},
+    {"cancel", (PyCFunction)run_cancel, METH_O,
+     "cancel(signum): ask the action to stop at its next step or sleep."},
+    {"release", (PyCFunction)run_release, METH_NOARGS,
+     "release(): give back the stack and report page (deferred while a "
+     "CLONE_VM\ntask may still use them)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef run_getset[] = {
+    {"finished", (getter)run_get_finished, NULL,
+     "True once a CLONE_VM task left its stack", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Run_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyclone._pyclone._Run",
+    .tp_basicsize = sizeof(RunObject),
+    .tp_dealloc = (destructor)run_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The stack and report page of one task running an action.",
+    .tp_methods = run_methods,
+    .tp_getset = run_getset,
+};
+
+/* ---- spawning ---- */
+
+static int convert_flags(PyObject *obj, unsigned long long *out);
+
+static int
+action_check(PyObject *module, const clone_request *req,
+             const ProgramObject *prog)
+{
+    unsigned long long f = req->flags;
+    if (f & F_SETTLS) {
+        raise_unsupported(
+            module,
+            "CLONE_SETTLS is refused: the child would need a thread control "
+            "block that only the C library can build; drop CLONE_SETTLS "
+            "(an action needs no TLS)");
+        return -1;
+    }
+    if ((f & F_THREAD) && prog->has_exec) {
+        raise_unsupported(
+            module,
+            "an exec action with CLONE_THREAD is refused: execve in a thread "
+            "replaces the whole process, the caller included; drop "
+            "CLONE_THREAD (e.g. share='vfork')");
+        return -1;
+    }
+    if ((f & F_SIGHAND) && prog->has_ignore) {
+        raise_unsupported(
+            module,
+            "ignore_signal with CLONE_SIGHAND is refused: it would change "
+            "the caller's disposition behind the signal module's back; "
+            "call signal.signal() in the caller, or drop CLONE_SIGHAND");
+        return -1;
+    }
+    if ((f & F_SIGHAND) && (f & F_NEWPID)) {
+        raise_unsupported(
+            module,
+            "CLONE_SIGHAND|CLONE_NEWPID is refused: when the new pid "
+            "namespace's init exits, the kernel sets SIGCHLD to SIG_IGN in "
+            "the shared handler table, and the caller's children are then "
+            "reaped behind its back; drop one of the two");
+        return -1;
+    }
+    if (!ACT_ASM_CLONE && req->api == API_CLONE3) {
+        raise_unsupported(
+            module,
+            "clone3 with an action needs the x86_64 trampoline; use clone() "
+            "on this architecture (spawn_task does)");
+        return -1;
+    }
+    if (req->stack_size != 0 && req->stack_size < ACT_MIN_STACK) {
+        PyErr_Format(PyExc_ValueError,
+                     "stack_size for an action must be 0 (default %d) or at "
+                     "least %d bytes",
+                     ACT_DEFAULT_STACK, ACT_MIN_STACK);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+act_reap(pid_t pid)
+{
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        r = waitpid(pid, NULL, WALL_OPTION);
+    } while (r < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    return r;
+}
+
+/* Start prog in a new task.  Returns a new _Run (and *pid_out, *pidfd_out)
+ * or NULL with an exception.  A CLONE_VFORK task has ended or exec'd when
+ * this returns; if one of its steps failed, it is reaped (when it is our
+ * child) and the step's OSError raised here. */
+static RunObject *
+act_spawn(PyObject *module, clone_request *req, ProgramObject *prog,
+          pid_t *pid_out, int *pidfd_out)
+{
+    if (action_check(module, req, prog) < 0 ||
+        PySys_Audit("pyclone.clone", "sKi", api_name(req->api), req->flags,
+                    req->exit_signal) < 0) {
+        return NULL;
+    }
+    act_reclaim();
+    size_t size = req->stack_size == 0
+                      ? ACT_DEFAULT_STACK
+                      : ((size_t)req->stack_size + 4095) & ~(size_t)4095;
+    RunObject *run = PyObject_New(RunObject, &Run_Type);
+    if (run == NULL) {
+        return NULL;
+    }
+    run->prog = (ProgramObject *)Py_NewRef(prog);
+    run->flags = req->flags;
+    run->stack_size = size;
+    run->stack = act_stack_get(size);
+    run->page = run->stack ? act_page_get() : NULL;
+    if (run->page == NULL) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(run);
+        return NULL;
+    }
+    struct act_page *pg = run->page;
+    pg->ops = prog->ops;
+    pg->nops = prog->nops;
+    pg->environ = environ;
+    pg->sighand = (req->flags & F_SIGHAND) != 0;
+
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    memcpy(&pg->caller_mask, &old, sizeof(pg->caller_mask));
+    int pidfd = -1;
+    long pid;
+    /* The caller waits in the kernel for a vfork child, and copying a big
+     * address space takes time: let other threads run meanwhile.  The
+     * child never touches Python state. */
+    if ((req->flags & F_VFORK) || !(req->flags & F_VM)) {
+        Py_BEGIN_ALLOW_THREADS
+        pid = act_start(req->api, req->flags, req->exit_signal, run->stack,
+                        size, pg, &pidfd, req->set_tid, req->set_tid_size,
+                        req->cgroup_fd);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        pid = act_start(req->api, req->flags, req->exit_signal, run->stack,
+                        size, pg, &pidfd, req->set_tid, req->set_tid_size,
+                        req->cgroup_fd);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    if (pid < 0) {
+        ACT_STORE(pg->tid, 0); /* no task uses the memory */
+        Py_DECREF(run);
+        raise_clone_error(module, (int)-pid, req);
+        return NULL;
+    }
+    if (!(req->flags & F_VM) || (req->flags & F_VFORK)) {
+        /* a copy child has its own stack; a vfork child has left ours */
+        act_stack_put(run->stack, size);
+        run->stack = NULL;
+    }
+    if ((req->flags & F_VFORK) && ACT_LOAD(pg->state) == ACT_FAILED) {
+        PyObject *exc = run_error(run, NULL);
+        if (pidfd >= 0) {
+            close(pidfd);
+        }
+        if (!(req->flags & (F_THREAD | F_PARENT))) {
+            act_reap((pid_t)pid);
+        }
+        Py_DECREF(run);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    *pid_out = (pid_t)pid;
+    *pidfd_out = pidfd;
+    return run;
+}
+
+/* clone()/clone3() called with an action. */
+static PyObject *
+spawn_action(PyObject *module, clone_request *req, ProgramObject *prog)
+{
+    pid_t pid;
+    int pidfd;
+    RunObject *run = act_spawn(module, req, prog, &pid, &pidfd);
+    if (run == NULL) {
+        return NULL;
+    }
+    Py_DECREF(run); /* deferred while a CLONE_VM task still runs */
+    if (req->api == API_CLONE) {
+        close_quietly(pidfd);
+        return PyLong_FromLong(pid);
+    }
+    if (!req->want_pidfd || pidfd < 0) {
+        close_quietly(pidfd);
+        return Py_BuildValue("(iO)", pid, Py_None);
+    }
+    return Py_BuildValue("(ii)", pid, pidfd);
+}
+
+PyDoc_STRVAR(spawn_action_doc,
+             "_spawn_action($module, action, flags, exit_signal, pidfd, "
+             "clone3, stack_size, /)\n--\n\n"
+             "Start an action (or _Program) for the Task layer; return "
+             "(pid, pidfd or None, _Run).");
+
+static PyObject *
+pyclone_spawn_action(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "_spawn_action takes 6 arguments");
+        return NULL;
+    }
+    ProgramObject *prog = action_program(args[0]);
+    if (prog == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "expected an action, not %.100s",
+                         Py_TYPE(args[0])->tp_name);
+        }
+        return NULL;
+    }
+    clone_request req;
+    memset(&req, 0, sizeof(req));
+    req.fn = args[0];
+    req.cgroup_fd = -1;
+    int want_pidfd = PyObject_IsTrue(args[3]);
+    int use3 = PyObject_IsTrue(args[4]);
+    req.exit_signal = act_as_int(args[2]);
+    req.stack_size = PyLong_AsSsize_t(args[5]);
+    if (want_pidfd < 0 || use3 < 0 || PyErr_Occurred() ||
+        convert_flags(args[1], &req.flags) < 0) {
+        Py_DECREF(prog);
+        return NULL;
+    }
+    req.api = use3 ? API_CLONE3 : API_CLONE;
+    req.want_pidfd = want_pidfd;
+    if (want_pidfd) {
+        req.flags |= F_PIDFD;
+    }
+    pid_t pid;
+    int pidfd;
+    RunObject *run = act_spawn(module, &req, prog, &pid, &pidfd);
+    Py_DECREF(prog);
+    if (run == NULL) {
+        return NULL;
+    }
+    PyObject *fdobj = pidfd >= 0 ? PyLong_FromLong(pidfd) : Py_NewRef(Py_None);
+    PyObject *res = fdobj ? Py_BuildValue("(iNN)", pid, fdobj, run) : NULL;
+    if (res == NULL) {
+        Py_DECREF(run);
+    }
+    return res;
+}
+
+/* ---- _floor: launch+wait round trips from C, for the benchmarks ---- */
+
+static int
+floor_noop(void *Py_UNUSED(arg))
+{
+    return 0;
+}
+
+static void *
+floor_pthread_fn(void *arg)
+{
+    return arg;
+}
+
+static int
+floor_exec_true(void *Py_UNUSED(arg))
+{
+    static char *const argv[] = {"/bin/true", NULL};
+    static char *const envp[] = {NULL};
+    act_sys(SYS_execve, (long)"/bin/true", (long)argv, (long)envp, 0, 0, 0);
+    return 127;
+}
+
+/* Start fn on an action stack with the legacy clone; -errno on failure. */
+static long
+floor_start(unsigned long flags, char *base, int *ctid, int (*fn)(void *))
+{
+    char *top = base + ACT_GUARD + ACT_DEFAULT_STACK - 16;
+    __atomic_store_n(ctid, -1, __ATOMIC_RELAXED);
+#if ACT_ASM_CLONE
+    ((void **)top)[0] = (void *)fn;
+    ((void **)top)[1] = NULL;
+    return act_clone_asm(SYS_clone, (long)flags, (long)top, 0, (long)ctid, 0);
+#else
+    int r = clone(fn, top + 16, (int)flags, NULL, NULL, NULL, ctid);
+    return r < 0 ? -errno : r;
+#endif
+}
+
+/* One round trip of `kind`; 0 or an errno. */
+static int
+floor_once(int kind, char *stack, struct act_page *pg)
+{
+    pid_t pid;
+    int st;
+    switch (kind) {
+    case 0: /* fork */
+        pid = fork();
+        if (pid == 0) {
+            _exit(0);
+        }
+        if (pid < 0) {
+            return errno;
+        }
+        return waitpid(pid, &st, 0) == pid ? 0 : errno;
+    case 1: { /* vfork_exec */
+        long r = floor_start(F_VM | F_VFORK | SIGCHLD, stack, &pg->tid,
+                             floor_exec_true);
+        if (r < 0) {
+            return (int)-r;
+        }
+        return waitpid((pid_t)r, &st, 0) == r ? 0 : errno;
+    }
+    case 2: { /* thread */
+        long r = floor_start(F_VM | F_FS | F_FILES | F_SIGHAND | F_THREAD |
+                                 F_SYSVSEM | F_CHILD_SETTID | F_CHILD_CLEARTID,
+                             stack, &pg->tid, floor_noop);
+        if (r < 0) {
+            return (int)-r;
+        }
+        int v;
+        while ((v = ACT_LOAD(pg->tid)) != 0) {
+            act_sys(SYS_futex, (long)&pg->tid, FUTEX_WAIT, v, 0, 0, 0);
+        }
+        return 0;
+    }
+    case 3: { /* pthread */
+        pthread_t t;
+        int e = pthread_create(&t, NULL, floor_pthread_fn, NULL);
+        return e ? e : pthread_join(t, NULL);
+    }
+    default: { /* posix_spawn */
+        static char *const argv[] = {"/bin/true", NULL};
+        int e = posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ);
+        if (e) {
+            return e;
+        }
+        return waitpid(pid, &st, 0) == pid ? 0 : errno;
+    }
+    }
+}
+
+PyDoc_STRVAR(floor_doc,
+             "_floor($module, kind, n, heap_bytes=0, /)\n--\n\n"
+             "Time n launch+wait round trips from C (no Python in the loop) "
+             "and\nreturn the seconds of each.  kind: 'fork', 'vfork_exec', "
+             "'thread'\n(pyclone's thread-action flags, stack and futex "
+             "join), 'pthread',\n'posix_spawn'.  heap_bytes: touch that much "
+             "extra heap first.");
+
+static PyObject *
+pyclone_floor(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    static const char *kinds[] = {"fork", "vfork_exec", "thread", "pthread",
+                                  "posix_spawn"};
+    const char *name;
+    Py_ssize_t n, heap = 0;
+    if (!PyArg_ParseTuple(args, "sn|n:_floor", &name, &n, &heap)) {
+        return NULL;
+    }
+    int kind = -1;
+    for (int i = 0; i < 5; i++) {
+        if (strcmp(name, kinds[i]) == 0) {
+            kind = i;
+        }
+    }
+    if (kind < 0 || n < 0 || heap < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "_floor(kind, n, heap_bytes): kind is one of fork, "
+                     "vfork_exec, thread, pthread, posix_spawn; n and "
+                     "heap_bytes are >= 0");
+        return NULL;
+    }
+    double *times = PyMem_Calloc((size_t)n + 1, sizeof(double));
+    char *heapmem = heap ? PyMem_RawMalloc((size_t)heap) : NULL;
+    char *stack = act_stack_get(ACT_DEFAULT_STACK);
+    struct act_page *pg = stack ? act_page_get() : NULL;
+    if (times == NULL || (heap && heapmem == NULL) || pg == NULL) {
+        PyMem_Free(times);
+        PyMem_RawFree(heapmem);
+        act_stack_put(stack, ACT_DEFAULT_STACK);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < heap; i += 4096) {
+        heapmem[i] = 1;
+    }
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && err == 0; i++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        err = floor_once(kind, stack, pg);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        times[i] = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(heapmem);
+    act_stack_put(stack, ACT_DEFAULT_STACK);
+    act_page_put(pg, 1);
+    PyObject *res = NULL;
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    else if ((res = PyList_New(n)) != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *f = PyFloat_FromDouble(times[i]);
+            if (f == NULL) {
+                Py_CLEAR(res);
+                break;
+            }
+            PyList_SET_ITEM(res, i, f);
+        }
+    }
+    PyMem_Free(times);
+    return res;
+}
+
+#define ACTION_METHODS                                                      \
+    {"_spawn_action", (PyCFunction)(void (*)(void))pyclone_spawn_action,    \
+     METH_FASTCALL, spawn_action_doc},                                      \
+    {"_floor", pyclone_floor, METH_VARARGS, floor_doc},
+
+static int
+actions_init(PyObject *module)
+{
+    if (PyType_Ready(&Program_Type) < 0 || PyType_Ready(&Run_Type) < 0) {
+        return -1;
+    }
+    if (PyModule_AddObject(module, "_Program",
+                           Py_NewRef((PyObject *)&Program_Type)) < 0) {
+        Py_DECREF(&Program_Type);
+        return -1;
+    }
+    if (PyModule_AddObject(module, "_Run", Py_NewRef((PyObject *)&Run_Type)) <
+        0) {
+        Py_DECREF(&Run_Type);
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "_ACT_CLONE3", ACT_ASM_CLONE) < 0 ||
+        PyModule_AddIntConstant(module, "_ACT_RUNNING", ACT_RUNNING) < 0 ||
+        PyModule_AddIntConstant(module, "_ACT_EXITED", ACT_EXITED) < 0 ||
+        PyModule_AddIntConstant(module, "_ACT_FAILED", ACT_FAILED) < 0 ||
+        PyModule_AddIntConstant(module, "_ACT_EXECING", ACT_EXECING) < 0 ||
+        PyModule_AddIntConstant(module, "_ACT_CANCELLED", ACT_CANCELLED) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* ================================================================== */
+/* End of the actions section                                          */
+/* ================================================================== */
+
 static PyObject *
 do_spawn(PyObject *module, clone_request *req)
 {
+    ProgramObject *prog = action_program(req->fn); /* see "Actions" */
+    if (prog != NULL) {
+        PyObject *r = spawn_action(module, req, prog);
+        Py_DECREF(prog);
+        return r;
+    }
     if (check_request(module, req) < 0) {
         return NULL;
     }
@@ -705,6 +2113,10 @@ PyDoc_STRVAR(
     "the exit status (None means 0), SystemExit is honoured, and any other\n"
     "exception is printed to stderr and gives status 1.  The child never\n"
     "returns into the caller's frames.\n\n"
+    "fn may instead be an action (pyclone.actions), run in C on a stack of\n"
+    "its own: valid with any flags the kernel accepts (CLONE_VM without\n"
+    "CLONE_VFORK, CLONE_THREAD); with CLONE_VFORK a failed step raises\n"
+    "pyclone.ActionError here, without it the task exits with status 127.\n\n"
     "Flag sets that plain fork() can serve use fork(); the others use the\n"
     "raw system call, which is refused in a multi-threaded process unless\n"
     "allow_threads=True.  stack_size is unused by fork-like children, which\n"
@@ -754,6 +2166,7 @@ pyclone_clone(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (nargs == 3 && convert_stack_size(args[2], &stack_size) < 0) {
         return NULL;
     }
+    req.stack_size = stack_size;
     if (word >> 32) {
         return raise_unsupported(
             module,
@@ -813,7 +2226,7 @@ PyDoc_STRVAR(
     "descriptor (close-on-exec), which the caller then owns.  set_tid lists\n"
     "the pids to use, innermost pid namespace first.  cgroup is an open\n"
     "descriptor of a cgroup v2 directory (sets CLONE_INTO_CGROUP).\n"
-    "Child semantics are those of clone().");
+    "Child semantics are those of clone(), actions included.");
 
 static PyObject *
 pyclone_clone3(PyObject *module, PyObject *args, PyObject *kwds)
@@ -845,6 +2258,7 @@ pyclone_clone3(PyObject *module, PyObject *args, PyObject *kwds)
     if (stack_obj != NULL && convert_stack_size(stack_obj, &stack_size) < 0) {
         return NULL;
     }
+    req.stack_size = stack_size;
     if (exit_signal < 0 || exit_signal > 64) {
         PyErr_Format(PyExc_ValueError,
                      "exit_signal must be 0 or a signal number up to 64, "
@@ -1416,6 +2830,7 @@ static PyMethodDef module_methods[] = {
     {"_tstate_id", pyclone_tstate_id, METH_NOARGS, tstate_id_doc},
     {"_thread_count", pyclone_thread_count, METH_NOARGS, thread_count_doc},
     SANDBOX_METHODS
+    ACTION_METHODS
     {NULL, NULL, 0, NULL},
 };
 
@@ -1450,6 +2865,9 @@ module_exec(PyObject *module)
         return -1;
     }
     if (sandbox_add_constants(module) < 0) {
+        return -1;
+    }
+    if (actions_init(module) < 0) {
         return -1;
     }
     st->UnsupportedFlags = PyErr_NewExceptionWithDoc(
