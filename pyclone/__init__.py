@@ -8,6 +8,7 @@ calls themselves.
 
 from __future__ import annotations
 
+from . import actions
 from . import errors as _errors  # installs the error hook
 from ._pyclone import (
     CLONE_CHILD_CLEARTID,
@@ -38,9 +39,17 @@ from ._pyclone import (
     CLONE_VFORK,
     CLONE_VM,
     CSIGNAL,
+    KCMP_FILE,
+    KCMP_FILES,
+    KCMP_FS,
+    KCMP_IO,
+    KCMP_SIGHAND,
+    KCMP_SYSVSEM,
+    KCMP_VM,
     clone,
     kcmp,
 )
+from .actions import ActionError
 from .cgroup import Cgroup, CgroupUnavailable
 from .clone3_api import CloneArgumentError, clone3
 from .errors import ChildError, TimeoutExpired, UnsupportedFlags
@@ -83,7 +92,15 @@ __all__ = [
     "CLONE_VM",
     "CSIGNAL",
     "FORK_FLAGS",
+    "KCMP_FILE",
+    "KCMP_FILES",
+    "KCMP_FS",
+    "KCMP_IO",
+    "KCMP_SIGHAND",
+    "KCMP_SYSVSEM",
+    "KCMP_VM",
     "PTHREAD_FLAGS",
+    "ActionError",
     "Cgroup",
     "CgroupUnavailable",
     "ChildError",
@@ -94,6 +111,7 @@ __all__ = [
     "Task",
     "TimeoutExpired",
     "UnsupportedFlags",
+    "actions",
     "clone",
     "clone3",
     "flag_names",

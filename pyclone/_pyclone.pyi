@@ -1,7 +1,7 @@
 """Type stubs for the C module pyclone._pyclone."""
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 CSIGNAL: int
 CLONE_NEWTIME: int
@@ -44,11 +44,25 @@ MAX_SET_TID: int
 
 class UnsupportedFlags(ValueError): ...
 
+class _Program:
+    """An action compiled into raw system calls (private; see pyclone.actions)."""
+
+    labels: tuple[str, ...]
+    def __init__(
+        self, ops: Sequence[tuple[Any, ...]], make_error: Callable[[int, str, int], OSError]
+    ) -> None: ...
+
+class _ActionLike(Protocol):
+    @property
+    def _program(self) -> _Program: ...
+
+_Child = Callable[[], Any] | _ActionLike | _Program
+
 def clone(
-    fn: Callable[[], Any], flags: int, stack_size: int = 0, /, *, allow_threads: bool = False
+    fn: _Child, flags: int, stack_size: int = 0, /, *, allow_threads: bool = False
 ) -> int: ...
 def clone3(
-    fn: Callable[[], Any],
+    fn: _Child,
     flags: int = 0,
     /,
     *,
@@ -113,3 +127,27 @@ def capset(effective: int, permitted: int, inheritable: int, /) -> None: ...
 def pidfd_send_signal(pidfd: int, sig: int, value: int | None = None, /) -> None: ...
 def unshare(flags: int, /) -> None: ...
 def setns(fd: int, nstype: int = 0, /) -> None: ...
+
+# -- actions (C-level children) ---------------------------------------------
+
+class _Run:
+    """The stack and report page of one task running an action."""
+
+    finished: bool
+    def join(self, timeout: float | None = None, /) -> bool: ...
+    def outcome(self) -> tuple[int, int, int, int]: ...
+    def error(self) -> OSError | None: ...
+    def cancel(self, signum: int, /) -> None: ...
+    def release(self) -> None: ...
+
+_ACT_CLONE3: int
+_ACT_RUNNING: int
+_ACT_EXITED: int
+_ACT_FAILED: int
+_ACT_EXECING: int
+_ACT_CANCELLED: int
+
+def _spawn_action(
+    action: Any, flags: int, exit_signal: int, pidfd: bool, clone3: bool, stack_size: int, /
+) -> tuple[int, int | None, _Run]: ...
+def _floor(kind: str, n: int, heap_bytes: int = 0, /) -> list[float]: ...

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeAlias
 
 from . import _pyclone
+from .actions import Action
 from .errors import UnsupportedFlags
 from .flags import CloneFlag, flag_names
 
@@ -186,7 +187,7 @@ class Created(NamedTuple):
 
 
 def create(
-    fn: Callable[[], Any],
+    fn: Callable[[], Any] | Action,
     flags: int = 0,
     *,
     exit_signal: int = signal.SIGCHLD,
@@ -204,7 +205,7 @@ def create(
     places the task itself, before it runs).
     """
     global _missing
-    if not callable(fn):
+    if not callable(fn) and not isinstance(fn, Action):
         raise TypeError(f"clone3() argument 'fn' must be callable, not {type(fn).__name__}")
     word = _as_u64(flags, "flags")
     tids = _set_tid_list(set_tid)
@@ -258,7 +259,7 @@ def create(
 
 
 def _fallback(
-    fn: Callable[[], Any],
+    fn: Callable[[], Any] | Action,
     word: int,
     exit_signal: int,
     want_pidfd: bool,
@@ -307,7 +308,7 @@ def _fallback(
 
 
 def clone3(
-    fn: Callable[[], Any],
+    fn: Callable[[], Any] | Action,
     flags: int = 0,
     *,
     exit_signal: int = signal.SIGCHLD,
@@ -325,7 +326,8 @@ def clone3(
     descriptor (close-on-exec), which the caller owns.  ``set_tid`` lists
     the pids to use, innermost pid namespace first.  ``cgroup`` is an open
     descriptor or a path of a cgroup v2 directory (adds CLONE_INTO_CGROUP).
-    The child runs ``fn()`` as with :func:`pyclone.clone`.
+    The child runs ``fn()`` as with :func:`pyclone.clone`; ``fn`` may be
+    an action (:mod:`pyclone.actions`) instead.
 
     Arguments the kernel rejects up front raise :class:`CloneArgumentError`
     (``EINVAL``, also a ``ValueError``) naming the rule; other refusals

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import pickle
 import select
@@ -18,7 +19,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _pyclone, clone3_api
-from .errors import ChildError, TimeoutExpired
+from .actions import Action, ActionError
+from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import CloneFlag, flag_names
 from .pidfd import pidfd_exit_status, pidfd_info_available, pidfd_reaped
 from .spec import NewSpec, ShareSpec, resolve_flags
@@ -88,6 +90,7 @@ class Task:
         pidfd: int | None = None,
         result_fd: int | None = None,
         kept_fds: list[int] | None = None,
+        run: _pyclone._Run | None = None,
     ) -> None:
         self.pid = pid
         self.flags = CloneFlag(flags)
@@ -103,6 +106,13 @@ class Task:
         self._result_read = False
         self._async_wait: asyncio.Task[None] | None = None
         self._async_waiters = 0
+        # An action task: its stack and report page (see pyclone.actions).
+        # A thread cannot be waited for with waitid: it is joined through
+        # the CLONE_CHILD_CLEARTID word in that page instead.
+        self._run = run
+        self._is_action = run is not None
+        self._is_thread = run is not None and self.tgid != pid
+        self._action_error: OSError | None = None
 
     # -- waiting -----------------------------------------------------------
 
@@ -135,7 +145,12 @@ class Task:
     def _wait(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (None: forever); True once collected."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self.pidfd is not None:
+        if self._is_thread:
+            assert self._run is not None
+            if not self._run.join(timeout):
+                return False
+            code = self._thread_exit_code(self._run)
+        elif self.pidfd is not None:
             if not self._poll_pidfd(deadline):
                 return False
             self._drain_result()
@@ -156,9 +171,32 @@ class Task:
         return True
 
     def _finish(self, code: int | None) -> None:
+        if code is None and self._run is not None:
+            code = self._action_exit_code(self._run)  # e.g. CLONE_PARENT: reaped elsewhere
         self.returncode = code
         self.ended = True
         self._release_pipes()
+        if self._run is not None:
+            self._finish_action(self._run)
+
+    @staticmethod
+    def _action_exit_code(run: _pyclone._Run) -> int | None:
+        """The exit code an action stored in its report page before SYS_exit."""
+        state, code, _, _ = run.outcome()
+        if state == _pyclone._ACT_CANCELLED:
+            return -(code - 128)  # cancelled by kill()/terminate(): like a signal
+        if state in (_pyclone._ACT_EXITED, _pyclone._ACT_FAILED):
+            return code
+        return None  # it exec'd, or was killed before it could say
+
+    def _finish_action(self, run: _pyclone._Run) -> None:
+        """Give back the action's stack and page; raise the failed step's error."""
+        self._run = None
+        error = run.error()
+        run.release()
+        if error is not None:
+            self._action_error = error
+            raise error
 
     def _poll_pidfd(self, deadline: float | None) -> bool:
         """Block until the pidfd is readable (the task ended), reading results meanwhile."""
@@ -385,7 +423,17 @@ class Task:
         child's exception as ``__cause__`` and its traceback text in
         ``remote_traceback``; it is also raised when the task ended without
         a result (exit, exec, killed).
+
+        For an action task (see :mod:`pyclone.actions`) there is no value
+        to send back: ``result()`` waits and returns the exit status (a
+        thread task's action exit code), or raises the
+        :class:`pyclone.actions.ActionError` of the step that failed.
         """
+        if self._is_action:
+            code = self.wait(timeout)
+            if self._action_error is not None:
+                raise self._action_error
+            return code
         if not self._has_result:
             raise ValueError(f"{self!r} has no result channel (its target was not a callable)")
         self.wait(timeout)
@@ -419,8 +467,24 @@ class Task:
         nothing once the task has been collected, like Popen: the pidfd
         then refers to a dead task and could never reach the process that
         reuses its pid.
+
+        A thread task running an action has every signal blocked, and
+        SIGKILL or SIGSTOP would reach its whole thread group, the caller
+        included; so for it SIGKILL and SIGTERM *cancel* the action at its
+        next step or sleep (``returncode`` is then ``-sig``), and any other
+        signal raises ValueError.
         """
         if self.ended:
+            return
+        if self._is_thread:
+            if sig not in (signal.SIGKILL, signal.SIGTERM):
+                raise ValueError(
+                    f"a thread task takes only SIGKILL or SIGTERM (which cancel its action), "
+                    f"not {sig!r}: a signal to one thread of this process would stay "
+                    "blocked, or stop or kill the whole process"
+                )
+            if self._run is not None:
+                self._run.cancel(sig)
             return
         try:
             if self.pidfd is not None:
@@ -475,8 +539,9 @@ class Task:
                     _warn(f"{self!r} was never waited for", ResourceWarning, source=self)
                     _active.append(self)
                     return
-            except Exception:  # interpreter shutdown
-                return
+            except Exception:  # interpreter shutdown, or an action's step failed
+                if not self.ended:
+                    return
         with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
 
@@ -627,7 +692,7 @@ def _enter_time_ns() -> None:
 
 
 def spawn_task(
-    target: Callable[..., Any],
+    target: Callable[..., Any] | Action,
     args: tuple[Any, ...] = (),
     kwargs: Mapping[str, Any] | None = None,
     *,
@@ -664,7 +729,18 @@ def spawn_task(
     first (see clone3(2)).  ``time_offsets`` (with ``new`` including
     ``"time"``) maps ``"monotonic"`` and/or ``"boottime"`` to seconds that
     the task's clocks are shifted by; they are set before it runs.
+
+    ``target`` may also be an action of :mod:`pyclone.actions` (no
+    ``args``/``kwargs``), which runs with any flags the kernel accepts,
+    ``share="thread"`` included; ``allow_threads``, ``cgroup``,
+    ``set_tid`` and ``time_offsets`` do not apply to it.
     """
+    if isinstance(target, Action):
+        if args or kwargs:
+            raise TypeError("an action takes no args or kwargs: they are part of the action")
+        if cgroup is not None or tuple(set_tid) or time_offsets:
+            raise TypeError("cgroup, set_tid and time_offsets need a callable target")
+        return _spawn_action(target, resolve_flags(share, new, flags), exit_signal)
     resolved = resolve_flags(share, new, flags)
     offsets = _check_time_offsets(time_offsets, resolved)
     if cgroup is not None:
@@ -722,6 +798,54 @@ def _wait_ready(task: Task, ready_r: int) -> None:
         (err,) = struct.unpack("<i", data[1:5])
         raise OSError(err, f"in the new task {task.pid}: {data[5:].decode(errors='replace')}")
     raise RuntimeError(f"task {task.pid} ended before it was prepared")
+
+
+_THREAD = int(CloneFlag.THREAD)
+_THREAD_OR_PARENT = int(CloneFlag.THREAD | CloneFlag.PARENT)
+
+
+def _spawn_action(action: Action, flags: CloneFlag, exit_signal: int, stack_size: int = 0) -> Task:
+    """Start an action task: clone3 (clone(2) where it is missing), one Task.
+
+    A process gets a pidfd and is waited for with waitid; a thread
+    (CLONE_THREAD) gets none: it is joined through its tid word.
+    """
+    global _clone3_missing
+    if isinstance(exit_signal, bool) or not isinstance(exit_signal, int):
+        raise TypeError(f"exit_signal must be an int, not {type(exit_signal).__name__}")
+    bits = int(flags)  # int arithmetic: this path is benchmarked against pthread_create
+    if bits & _THREAD_OR_PARENT:
+        exit_signal = 0
+    if _active:
+        _cleanup()
+    want_pidfd = not bits & _THREAD
+    if not _clone3_missing and (_pyclone._ACT_CLONE3 or bits >> 32):
+        try:
+            pid, pidfd, run = _pyclone._spawn_action(
+                action, bits, exit_signal, want_pidfd, True, stack_size
+            )
+        except ActionError:
+            raise
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            _clone3_missing = True
+        else:
+            return Task(pid, flags=flags, exit_signal=exit_signal, pidfd=pidfd, run=run)
+    if flags >> 32 or flags & CloneFlag.NEWTIME:
+        raise UnsupportedFlags(
+            f"{flag_names(flags, api='clone3')} needs clone3(2), which is missing here "
+            "(ENOSYS) or, off x86_64, cannot start an action; drop the clone3-only flags"
+        )
+    pid, _, run = _pyclone._spawn_action(action, bits, exit_signal, False, False, stack_size)
+    pidfd = None
+    if want_pidfd:
+        with contextlib.suppress(OSError):
+            pidfd = os.pidfd_open(pid)
+    return Task(pid, flags=flags, exit_signal=exit_signal, pidfd=pidfd, run=run)
+
+
+_clone3_missing = False
 
 
 def _spawn(
