@@ -149,7 +149,7 @@ class Task:
             assert self._run is not None
             if not self._run.join(timeout):
                 return False
-            code = self._thread_exit_code(self._run)
+            code = self._action_exit_code(self._run)
         elif self.pidfd is not None:
             if not self._poll_pidfd(deadline):
                 return False
@@ -157,6 +157,8 @@ class Task:
             known, code = (False, None)
             if not self.flags & CloneFlag.PARENT:
                 known, code = self._collect_pidfd()
+            if not known and self._run is not None:
+                known = True  # an action reported its exit code itself (see _finish)
             if not known:  # not reaped by us: read the status once its reaper is done
                 known, code = self._parent_status(deadline)
             if not known:
