@@ -44,7 +44,7 @@ MAX_SET_TID: int
 
 class UnsupportedFlags(ValueError): ...
 
-class _Program:
+class _action_program:
     """An action compiled into raw system calls (private; see pyclone.actions)."""
 
     labels: tuple[str, ...]
@@ -54,9 +54,9 @@ class _Program:
 
 class _ActionLike(Protocol):
     @property
-    def _program(self) -> _Program: ...
+    def _program(self) -> _action_program: ...
 
-_Child = Callable[[], Any] | _ActionLike | _Program
+_Child = Callable[[], Any] | _ActionLike | _action_program
 
 def clone(
     fn: _Child, flags: int, stack_size: int = 0, /, *, allow_threads: bool = False
@@ -130,7 +130,7 @@ def setns(fd: int, nstype: int = 0, /) -> None: ...
 
 # -- actions (C-level children) ---------------------------------------------
 
-class _Run:
+class _action_run:
     """The stack and report page of one task running an action."""
 
     finished: bool
@@ -140,14 +140,14 @@ class _Run:
     def cancel(self, signum: int, /) -> None: ...
     def release(self) -> None: ...
 
-_ACT_CLONE3: int
-_ACT_RUNNING: int
-_ACT_EXITED: int
-_ACT_FAILED: int
-_ACT_EXECING: int
-_ACT_CANCELLED: int
+_act_clone3: int
+_act_running: int
+_act_exited: int
+_act_failed: int
+_act_execing: int
+_act_cancelled: int
 
 def _spawn_action(
     action: Any, flags: int, exit_signal: int, pidfd: bool, clone3: bool, stack_size: int, /
-) -> tuple[int, int | None, _Run]: ...
+) -> tuple[int, int | None, _action_run]: ...
 def _floor(kind: str, n: int, heap_bytes: int = 0, /) -> list[float]: ...

@@ -96,13 +96,13 @@ class Action:
     """
 
     __slots__ = ("_program",)
-    _program: _pyclone._Program
+    _program: _pyclone._action_program
 
     def _ops(self) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
     def _compile(self) -> None:
-        object.__setattr__(self, "_program", _pyclone._Program(self._ops(), ActionError))
+        object.__setattr__(self, "_program", _pyclone._action_program(self._ops(), ActionError))
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError(f"{type(self).__name__} objects are immutable")

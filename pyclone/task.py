@@ -90,7 +90,7 @@ class Task:
         pidfd: int | None = None,
         result_fd: int | None = None,
         kept_fds: list[int] | None = None,
-        run: _pyclone._Run | None = None,
+        run: _pyclone._action_run | None = None,
     ) -> None:
         self.pid = pid
         self.flags = CloneFlag(flags)
@@ -182,16 +182,16 @@ class Task:
             self._finish_action(self._run)
 
     @staticmethod
-    def _action_exit_code(run: _pyclone._Run) -> int | None:
+    def _action_exit_code(run: _pyclone._action_run) -> int | None:
         """The exit code an action stored in its report page before SYS_exit."""
         state, code, _, _ = run.outcome()
-        if state == _pyclone._ACT_CANCELLED:
+        if state == _pyclone._act_cancelled:
             return -(code - 128)  # cancelled by kill()/terminate(): like a signal
-        if state in (_pyclone._ACT_EXITED, _pyclone._ACT_FAILED):
+        if state in (_pyclone._act_exited, _pyclone._act_failed):
             return code
         return None  # it exec'd, or was killed before it could say
 
-    def _finish_action(self, run: _pyclone._Run) -> None:
+    def _finish_action(self, run: _pyclone._action_run) -> None:
         """Give back the action's stack and page; raise the failed step's error."""
         self._run = None
         error = run.error()
@@ -821,7 +821,7 @@ def _spawn_action(action: Action, flags: CloneFlag, exit_signal: int, stack_size
     if _active:
         _cleanup()
     want_pidfd = not bits & _THREAD
-    if not _clone3_missing and (_pyclone._ACT_CLONE3 or bits >> 32):
+    if not _clone3_missing and (_pyclone._act_clone3 or bits >> 32):
         try:
             pid, pidfd, run = _pyclone._spawn_action(
                 action, bits, exit_signal, want_pidfd, True, stack_size

@@ -1326,7 +1326,7 @@ program_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ops", "make_error", NULL};
     PyObject *ops_arg, *make_error;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:_Program", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:_action_program", kwlist,
                                      &ops_arg, &make_error)) {
         return NULL;
     }
@@ -1386,7 +1386,7 @@ static PyGetSetDef program_getset[] = {
 };
 
 PyDoc_STRVAR(program_doc,
-             "_Program(ops, make_error)\n--\n\n"
+             "_action_program(ops, make_error)\n--\n\n"
              "An action compiled into raw system calls for a child (private;\n"
              "build it with pyclone.actions).  ops: tuples (name, label, "
              "*args).\nThe writable buffers it names are held (locked against "
@@ -1394,7 +1394,7 @@ PyDoc_STRVAR(program_doc,
              "gone.");
 
 static PyTypeObject Program_Type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyclone._pyclone._Program",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyclone._pyclone._action_program",
     .tp_basicsize = sizeof(ProgramObject),
     .tp_dealloc = (destructor)program_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1586,7 +1586,7 @@ static PyGetSetDef run_getset[] = {
 };
 
 static PyTypeObject Run_Type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyclone._pyclone._Run",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyclone._pyclone._action_run",
     .tp_basicsize = sizeof(RunObject),
     .tp_dealloc = (destructor)run_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -2012,22 +2012,22 @@ actions_init(PyObject *module)
     if (PyType_Ready(&Program_Type) < 0 || PyType_Ready(&Run_Type) < 0) {
         return -1;
     }
-    if (PyModule_AddObject(module, "_Program",
+    if (PyModule_AddObject(module, "_action_program",
                            Py_NewRef((PyObject *)&Program_Type)) < 0) {
         Py_DECREF(&Program_Type);
         return -1;
     }
-    if (PyModule_AddObject(module, "_Run", Py_NewRef((PyObject *)&Run_Type)) <
+    if (PyModule_AddObject(module, "_action_run", Py_NewRef((PyObject *)&Run_Type)) <
         0) {
         Py_DECREF(&Run_Type);
         return -1;
     }
-    if (PyModule_AddIntConstant(module, "_ACT_CLONE3", ACT_ASM_CLONE) < 0 ||
-        PyModule_AddIntConstant(module, "_ACT_RUNNING", ACT_RUNNING) < 0 ||
-        PyModule_AddIntConstant(module, "_ACT_EXITED", ACT_EXITED) < 0 ||
-        PyModule_AddIntConstant(module, "_ACT_FAILED", ACT_FAILED) < 0 ||
-        PyModule_AddIntConstant(module, "_ACT_EXECING", ACT_EXECING) < 0 ||
-        PyModule_AddIntConstant(module, "_ACT_CANCELLED", ACT_CANCELLED) < 0) {
+    if (PyModule_AddIntConstant(module, "_act_clone3", ACT_ASM_CLONE) < 0 ||
+        PyModule_AddIntConstant(module, "_act_running", ACT_RUNNING) < 0 ||
+        PyModule_AddIntConstant(module, "_act_exited", ACT_EXITED) < 0 ||
+        PyModule_AddIntConstant(module, "_act_failed", ACT_FAILED) < 0 ||
+        PyModule_AddIntConstant(module, "_act_execing", ACT_EXECING) < 0 ||
+        PyModule_AddIntConstant(module, "_act_cancelled", ACT_CANCELLED) < 0) {
         return -1;
     }
     return 0;

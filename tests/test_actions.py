@@ -459,7 +459,7 @@ def test_thread_shares_vm_files_fs_sighand(healthy: Health) -> None:
     with spawn_task(actions.sleep(WAIT * 10), share="thread") as task:
         try:
             for kind in ("KCMP_VM", "KCMP_FILES", "KCMP_FS", "KCMP_SIGHAND"):
-                assert pyclone.kcmp(os.getpid(), task.pid, getattr(pyclone, kind)) == 0, kind
+                assert pyclone.kcmp(os.getpid(), task.pid, getattr(_pyclone, kind)) == 0, kind
         finally:
             task.kill()
 
@@ -468,7 +468,7 @@ def test_process_action_shares_nothing_by_default(healthy: Health) -> None:
     with spawn_task(actions.sleep(WAIT * 10)) as task:
         try:
             for kind in ("KCMP_VM", "KCMP_FILES", "KCMP_FS", "KCMP_SIGHAND"):
-                assert pyclone.kcmp(os.getpid(), task.pid, getattr(pyclone, kind)) != 0, kind
+                assert pyclone.kcmp(os.getpid(), task.pid, getattr(_pyclone, kind)) != 0, kind
         finally:
             task.kill()
 
