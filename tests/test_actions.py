@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import signal
 import threading
@@ -518,13 +519,17 @@ def test_raw_clone_threads_are_reclaimed(healthy: Health) -> None:
 
 
 def test_unwaited_thread_task_is_reaped_later(healthy: Health) -> None:
-    with pytest.warns(ResourceWarning):
-        spawn_task(actions.sleep(0.05), share="thread")
-        import gc
+    from pyclone import task as task_module
 
+    with pytest.warns(ResourceWarning, match="never waited for"):
+        task = spawn_task(actions.sleep(0.05), share="thread")
+        tid = task.pid
+        del task
         gc.collect()
-    time.sleep(0.1)
+    assert tid in [t.pid for t in task_module._active]
+    wait_thread_gone(tid)
     spawn_task(actions.exit(0), share="thread").wait(WAIT)  # runs the deferred cleanup
+    assert tid not in [t.pid for t in task_module._active]
 
 
 # -- the property: random accepted flag sets x actions ---------------------------------------
