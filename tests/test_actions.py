@@ -495,6 +495,22 @@ def test_thread_join_releases_the_gil(healthy: Health) -> None:
         ticker.join(WAIT)
 
 
+def test_thread_join_runs_signal_handlers_and_goes_on(healthy: Health) -> None:
+    got: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    try:
+        task = spawn_task(actions.sequence(actions.sleep(0.3), actions.exit(4)), share="thread")
+        main = threading.main_thread().ident
+        assert main is not None
+        timer = threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGUSR1))
+        timer.start()
+        assert task.wait(WAIT) == 4  # EINTR from the futex wait: handler run, wait resumed
+        timer.join(WAIT)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert got == [signal.SIGUSR1]
+
+
 def test_thousand_threads_leak_nothing(healthy: Health) -> None:
     action = actions.exit(7)
     for _ in range(50):  # warm the stack and page caches
