@@ -1468,6 +1468,30 @@ run_dealloc(RunObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* The kernel clears the tid word early in a thread's exit; wait (briefly,
+ * without the GIL) until the thread is released too, so that a joined thread
+ * is gone from /proc/self/task, as a reaped process is gone from /proc. */
+static void
+wait_thread_released(pid_t tid)
+{
+    pid_t tgid = getpid();
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        if (syscall(SYS_tgkill, tgid, tid, 0) < 0 && errno == ESRCH) {
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000000000L +
+                (now.tv_nsec - start.tv_nsec) > 100000000L) {
+            break; /* 100 ms: never hang a join on this */
+        }
+        sched_yield();
+    }
+    Py_END_ALLOW_THREADS
+}
+
 static PyObject *
 run_join(RunObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1488,11 +1512,15 @@ run_join(RunObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         ns = t <= 0 ? 0 : (t > 9e9 ? 9000000000000000000LL : (long long)(t * 1e9));
     }
+    int tid = ACT_LOAD(self->page->tid);
     int r = act_join(self->page, ns);
     if (r < 0) {
         return NULL;
     }
     if (r == 1) {
+        if ((self->flags & F_THREAD) && tid > 0) {
+            wait_thread_released(tid);
+        }
         act_reclaim();
     }
     return PyBool_FromLong(r);
