@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import demo, sandbox
+from . import bench, demo, sandbox
 
 # Each entry adds its subparsers and sets ``func`` (args -> exit status).
-_COMMANDS = (demo.add_parser, sandbox.add_parser)
+_COMMANDS = (demo.add_parser, sandbox.add_parser, bench.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
