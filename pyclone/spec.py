@@ -108,8 +108,22 @@ def resolve_flags(share: ShareSpec = "process", new: NewSpec = None, flags: int 
     >>> resolve_flags(share={"vm", "fs"}, new="uts")
     <CloneFlag.VM|FS|NEWUTS: 67109632>
     """
+    key = None
+    if type(share) is str and (new is None or type(new) is str) and type(flags) is int:
+        # the common spellings are hashable: skip the IntFlag arithmetic
+        key = (share, new, flags)
+        cached = _RESOLVED.get(key)
+        if cached is not None:
+            return cached
     if not isinstance(flags, int):
         raise TypeError(f"flags must be an int, not {type(flags).__name__}")
     if flags < 0 or flags >> 64:
         raise ValueError(f"flags must fit in 64 unsigned bits, not {flags:#x}")
-    return share_flags(share) | new_flags(new) | CloneFlag(flags)
+    result = share_flags(share) | new_flags(new) | CloneFlag(flags)
+    if key is not None and len(_RESOLVED) < 256:
+        _RESOLVED[key] = result
+    return result
+
+
+# resolve_flags results for hashable arguments (the tables above are constant)
+_RESOLVED: dict[tuple[str, str | None, int], CloneFlag] = {}
