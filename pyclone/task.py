@@ -33,6 +33,13 @@ __all__ = ["Task", "spawn_task"]
 _WALL: int = _pyclone.WALL
 _FRAME = struct.Struct("<Q")
 
+# Flag tests on the spawn/wait path use plain ints: IntFlag arithmetic runs
+# Python code in enum.py (microseconds per operation, and pages written
+# while the fork child still shares them).
+_THREAD = int(CloneFlag.THREAD)
+_PARENT = int(CloneFlag.PARENT)
+_FILES = int(CloneFlag.FILES)
+
 # Tasks that were garbage-collected while still running; reaped later.
 _active: list[Task] = []
 
@@ -93,9 +100,9 @@ class Task:
         run: _pyclone._action_run | None = None,
     ) -> None:
         self.pid = pid
-        self.flags = CloneFlag(flags)
+        self.flags = flags if type(flags) is CloneFlag else CloneFlag(flags)
         self.exit_signal = exit_signal
-        self.tgid = os.getpid() if self.flags & CloneFlag.THREAD else pid
+        self.tgid = os.getpid() if int(flags) & _THREAD else pid
         self.pidfd = pidfd
         self.returncode = None
         self.ended = False
@@ -155,7 +162,7 @@ class Task:
                 return False
             self._drain_result()
             known, code = (False, None)
-            if not self.flags & CloneFlag.PARENT:
+            if not int(self.flags) & _PARENT:
                 known, code = self._collect_pidfd()
             if not known and self._run is not None:
                 known = True  # an action reported its exit code itself (see _finish)
@@ -347,7 +354,7 @@ class Task:
                 loop.remove_reader(result_fd)
         self._drain_result()
         known, code = (False, None)
-        if not self.flags & CloneFlag.PARENT:
+        if not int(self.flags) & _PARENT:
             known, code = self._collect_pidfd()  # the task is a zombie: this does not block
         delay = 0.001
         while not known:  # someone else reaps it: wait for that, then read the status
@@ -884,7 +891,7 @@ def _spawn(
     kw: Mapping[str, Any] = {} if kwargs is None else kwargs
     if isinstance(exit_signal, bool) or not isinstance(exit_signal, int):
         raise TypeError(f"exit_signal must be an int, not {type(exit_signal).__name__}")
-    if flags & (CloneFlag.THREAD | CloneFlag.PARENT):
+    if int(flags) & (_THREAD | _PARENT):
         exit_signal = 0
     _cleanup()
 
@@ -932,14 +939,14 @@ def _spawn(
     # stay open here until the task has been reaped.
     child_fds = [fd for fd in (wfd, gate_r, ready_w) if fd >= 0]
     kept: list[int] = []
-    if flags & CloneFlag.FILES:
+    if int(flags) & _FILES:
         kept = child_fds
     else:
         for fd in child_fds:
             os.close(fd)
     task = Task(
         made.pid,
-        flags=flags | (CloneFlag.INTO_CGROUP if made.into_cgroup else 0),
+        flags=(flags | CloneFlag.INTO_CGROUP) if made.into_cgroup else flags,
         exit_signal=exit_signal,
         pidfd=made.pidfd,
         result_fd=rfd,
