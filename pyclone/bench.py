@@ -64,6 +64,8 @@ TRUE = "/bin/true"
 DEFAULT_HEAPS_MIB: tuple[float, ...] = (0, 2, 32, 256)
 QUICK_HEAPS_MIB: tuple[float, ...] = (0, 2, 32)
 
+_VFORK_WORD = int(CloneFlag.VM | CloneFlag.VFORK) | signal.SIGCHLD
+
 #: ``start()`` launches one task and returns ``finish()``, which waits for it.
 Starter = Callable[[], Callable[[], object]]
 #: ``sample()`` returns one (launch seconds or None, launch+wait seconds) pair.
@@ -73,8 +75,8 @@ Sampler = Callable[[], tuple[float | None, float]]
 # -- the children ---------------------------------------------------------------
 
 
-def _noop() -> int:
-    return 0
+def _noop() -> None:
+    pass
 
 
 def _small() -> tuple[int, str]:
@@ -111,9 +113,11 @@ def _need_floor() -> str | None:
 def _need_vm_callable() -> str | None:
     """Python callables in CLONE_VM|CLONE_VFORK children: ask the C layer itself."""
     try:
-        pid = _pyclone.clone(_noop, int(CloneFlag.VM | CloneFlag.VFORK) | signal.SIGCHLD)
+        pid = _pyclone.clone(_noop, _VFORK_WORD)
     except UnsupportedFlags:
         return "needs Python callables in CLONE_VM|CLONE_VFORK children, branch vmpy"
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
     os.waitpid(pid, 0)
     return None
 
@@ -123,8 +127,6 @@ def _need_nothing() -> str | None:
 
 
 # -- the starters: one launch each, returning the wait ----------------------------
-
-_VFORK_WORD = int(CloneFlag.VM | CloneFlag.VFORK) | signal.SIGCHLD
 
 
 def _waitpid(pid: int) -> Callable[[], object]:
@@ -343,7 +345,9 @@ METHODS: tuple[Method, ...] = (
         "vm",
     ),
     # thread flags
-    Method("floor_pthread", "C floor: pthread_create+join", None, _need_floor, _fl("pthread"), "vm"),
+    Method(
+        "floor_pthread", "C floor: pthread_create+join", None, _need_floor, _fl("pthread"), "vm"
+    ),
     Method(
         "floor_thread",
         "C floor: clone(thread flags)+futex join",
@@ -436,11 +440,23 @@ class Goal:
 
 #: The goals of issue 7, checked on the launch+wait medians.
 GOALS: tuple[Goal, ...] = (
-    Goal("G1", "fork-like spawn+wait of a no-op callable vs os.fork", "pyclone_spawn", "os_fork", 1.10),
+    Goal(
+        "G1",
+        "fork-like spawn+wait of a no-op callable vs os.fork",
+        "pyclone_spawn",
+        "os_fork",
+        1.10,
+    ),
     Goal("G1c", "same through pyclone.clone+waitpid vs os.fork", "pyclone_clone", "os_fork", 1.10),
     Goal("G2", "exec spawn of /bin/true vs os.posix_spawn", "pyclone_exec", "os_posix_spawn", 1.10),
     Goal("G2f", "exec spawn: largest heap vs 0 MiB (flat)", "pyclone_exec", None, 1.15),
-    Goal("G3", "thread-flags action spawn+join vs C floor", "pyclone_thread_action", "floor_thread", 1.25),
+    Goal(
+        "G3",
+        "thread-flags action spawn+join vs C floor",
+        "pyclone_thread_action",
+        "floor_thread",
+        1.25,
+    ),
     Goal(
         "G3t",
         "thread-flags action spawn+join vs threading.Thread",
@@ -448,7 +464,9 @@ GOALS: tuple[Goal, ...] = (
         "threading_thread",
         0.50,
     ),
-    Goal("G4", "result() round trip vs multiprocessing fork", "pyclone_result", "mp_fork", 0.50, 32),
+    Goal(
+        "G4", "result() round trip vs multiprocessing fork", "pyclone_result", "mp_fork", 0.50, 32
+    ),
 )
 
 
@@ -827,9 +845,7 @@ def evaluate_goals(run: Run) -> list[GoalResult]:
             why = "; ".join(f"{n}: {run.unavailable[n]}" for n in missing)
             results.append(GoalResult(goal, {}, None, f"n/a ({why})"))
             continue
-        heaps = [
-            h for h in run.heaps if goal.max_heap_mib is None or h <= goal.max_heap_mib
-        ]
+        heaps = [h for h in run.heaps if goal.max_heap_mib is None or h <= goal.max_heap_mib]
         ratios: dict[float, float] = {}
         note = ""
         if goal.reference is None:
@@ -937,7 +953,6 @@ def write_plot(run: Run, path: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left")
     axes[2].bar([_fmt_heap(h) for h in xs], [run.vm_pte[h] for h in xs], color="gray")
-    axes[2].set_yscale("log")
     axes[2].set_title("parent VmPTE (kB)")
     axes[2].tick_params(axis="x", rotation=30)
     pin = f"pinned to CPU {run.pin}" if run.pin is not None else "unpinned"
@@ -1070,7 +1085,7 @@ def format_switch(res: SwitchResult) -> str:
         )
     p = statistics.median(res.trials["process"])
     t = statistics.median(res.trials["thread"])
-    out.append(f"process / thread: x{p / t:.2f} (medians)")
+    out.append(f"ratio process/thread: x{p / t:.2f} (medians)")
     return "\n".join(out)
 
 
@@ -1176,5 +1191,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--methods", metavar="NAMES", help="comma-separated subset of methods (default all)"
     )
-    parser.add_argument("--rounds", type=_positive, metavar="N", help="switch: round trips per trial")
+    parser.add_argument(
+        "--rounds", type=_positive, metavar="N", help="switch: round trips per trial"
+    )
     parser.set_defaults(func=_run)

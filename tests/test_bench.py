@@ -1,0 +1,226 @@
+"""``python -m pyclone bench``: the quick run end to end, and the pieces that are logic.
+
+No test here asserts a timing: only that every available method produced a
+number, that the files are well formed, and that the goal arithmetic is right.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyclone import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The quick run must finish in under a minute; allow for a loaded machine.
+RUN_TIMEOUT = 100.0
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _bench(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyclone", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path | None, str]:
+    """One ``bench --quick`` run shared by the checks below: CSV, PNG (if possible), stdout."""
+    out = tmp_path_factory.mktemp("bench")
+    csv_path = out / "bench.csv"
+    args = ["--quick", "--csv", str(csv_path)]
+    png: Path | None = None
+    if importlib.util.find_spec("matplotlib") is not None:
+        png = out / "bench.png"
+        args += ["--plot", str(png)]
+    cpus = sorted(os.sched_getaffinity(0))
+    args += ["--pin", str(cpus[0])]
+    proc = _bench(*args)
+    assert proc.returncode == 0, proc.stderr
+    return csv_path, png, proc.stdout
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or ()), list(reader)
+
+
+def test_quick_csv_has_the_columns(quick_run: tuple[Path, Path | None, str]) -> None:
+    header, rows = _read(quick_run[0])
+    assert tuple(header) == bench.CSV_COLUMNS
+    assert rows
+
+
+def test_quick_every_available_method_has_a_number(
+    quick_run: tuple[Path, Path | None, str],
+) -> None:
+    _, rows = _read(quick_run[0])
+    heaps = {float(h) for h in bench.QUICK_HEAPS_MIB}
+    by_method: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    # every method of the table is listed, available or not
+    assert set(by_method) == {m.name for m in bench.METHODS}
+    for name, method_rows in by_method.items():
+        available = [r for r in method_rows if r["available"] == "1"]
+        if not available:
+            assert all(r["note"].startswith("n/a (") for r in method_rows), method_rows
+            continue
+        roundtrips = {float(r["heap_mib"]) for r in available if r["metric"] == "roundtrip"}
+        assert roundtrips == heaps, f"{name} lacks a heap: {roundtrips}"
+        for r in available:
+            assert int(r["n"]) >= 1
+            for col in ("median_us", "min_us", "max_us", "p10_us", "p90_us"):
+                assert float(r[col]) > 0, (name, col, r)
+            assert float(r["min_us"]) <= float(r["median_us"]) <= float(r["max_us"])
+            assert int(r["vm_pte_kb"]) > 0
+    # the methods that need nothing beyond this build are always available
+    always = {m.name for m in bench.METHODS if m.needs is bench._need_nothing}
+    for name in always:
+        assert any(r["available"] == "1" for r in by_method[name]), name
+
+
+def test_quick_prints_tables_and_goals(quick_run: tuple[Path, Path | None, str]) -> None:
+    stdout = quick_run[2]
+    assert "Median launch+wait round trip" in stdout
+    assert "Goals" in stdout
+    for goal in bench.GOALS:
+        assert f"\n{goal.key} " in stdout
+
+
+def test_quick_png(quick_run: tuple[Path, Path | None, str]) -> None:
+    png = quick_run[1]
+    if png is None:
+        pytest.skip("matplotlib is not installed (pip install 'pyclone[plot]')")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ImportError('blocked for the test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from pyclone.cli import main\n"
+        f"sys.exit(main(['bench', '--methods', 'os_fork', '--heap', '0', '--repeat', '2',"
+        f" '--plot', {str(tmp_path / 'x.png')!r}]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=_env(),
+        cwd=ROOT,
+    )
+    assert proc.returncode == 3
+    assert "pip install 'pyclone[plot]'" in proc.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_switch_quick() -> None:
+    proc = _bench("switch", "--rounds", "300", "--repeat", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line}
+    for name in bench.SWITCHES:
+        assert float(lines[name][2]) > 0  # the median column
+
+
+def test_parse_heaps() -> None:
+    assert bench.parse_heaps("256, 0,2,32") == [0, 2, 32, 256]
+    assert bench.parse_heaps("1G,512K,3MiB") == [0.5, 3, 1024]
+    for bad in ("", "x", "-1", "1T", "nan"):
+        with pytest.raises(ValueError):
+            bench.parse_heaps(bad)
+
+
+def test_bad_arguments_exit_with_usage() -> None:
+    assert _bench("--heap", "lots", timeout=30).returncode == 2
+    assert _bench("--methods", "nosuch", "--heap", "0", timeout=30).returncode == 2
+    proc = _bench("--repeat", "0", timeout=30)
+    assert proc.returncode == 2
+    assert "at least 1" in proc.stderr
+
+
+def test_vm_pte_grows_with_a_touched_heap() -> None:
+    before = bench.vm_pte_kib()
+    heap = bench._touched_heap(64)
+    try:
+        # 64 MiB of 4 KiB pages need 16384 PTEs, 128 KiB of page tables
+        assert bench.vm_pte_kib() >= before + 100
+    finally:
+        del heap
+
+
+def _fake_run(medians: dict[str, dict[float, float]], unavailable: dict[str, str]) -> bench.Run:
+    heaps = sorted({h for per in medians.values() for h in per})
+    run = bench.Run(heaps=heaps, pin=0, unavailable=dict(unavailable))
+    for name, per in medians.items():
+        for heap, value in per.items():
+            run.cells[(name, heap)] = bench.Cell(roundtrip=[value * 0.9, value, value * 1.5])
+    run.vm_pte = dict.fromkeys(heaps, 100)
+    return run
+
+
+def test_goals_pass_miss_and_na() -> None:
+    run = _fake_run(
+        {
+            "os_fork": {0: 100.0, 32: 200.0},
+            "pyclone_spawn": {0: 105.0, 32: 240.0},  # x1.05, x1.20: worst 1.20
+            "pyclone_clone": {0: 100.0, 32: 200.0},
+            "pyclone_result": {0: 40.0, 32: 120.0},
+            "mp_fork": {0: 100.0, 32: 200.0},
+        },
+        {"pyclone_exec": "needs pyclone.actions, branch vm"},
+    )
+    results = {r.goal.key: r for r in bench.evaluate_goals(run)}
+    assert results["G1"].passed is False
+    assert results["G1"].worst == pytest.approx(1.2)
+    assert results["G1c"].passed is True
+    assert results["G4"].ratios == {0: pytest.approx(0.4), 32: pytest.approx(0.6)}
+    assert results["G4"].passed is False
+    assert results["G2"].passed is None
+    assert "needs pyclone.actions" in results["G2"].note
+    text = bench.format_goals(list(results.values()), 0)
+    assert "MISS by 9%" in text  # 1.20 / 1.10
+    assert "n/a (pyclone_exec: needs pyclone.actions, branch vm)" in text
+
+
+def test_flatness_goal_uses_smallest_and_largest_heap() -> None:
+    run = _fake_run(
+        {"pyclone_exec": {0: 100.0, 1024: 110.0}, "os_posix_spawn": {0: 100.0, 1024: 100.0}}, {}
+    )
+    results = {r.goal.key: r for r in bench.evaluate_goals(run)}
+    assert results["G2f"].worst == pytest.approx(1.1)
+    assert results["G2f"].passed is True
+    assert results["G2"].worst == pytest.approx(1.1)
+
+
+def test_every_method_reference_exists() -> None:
+    names = {m.name for m in bench.METHODS}
+    assert len(names) == len(bench.METHODS)
+    for method in bench.METHODS:
+        assert method.reference is None or method.reference in names
+        assert repr(method).startswith("<pyclone.bench.Method ")
+    for goal in bench.GOALS:
+        assert goal.method in names
+        assert goal.reference is None or goal.reference in names
