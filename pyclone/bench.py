@@ -51,7 +51,6 @@ __all__ = [
     "Run",
     "SwitchResult",
     "evaluate_goals",
-    "main",
     "parse_heaps",
     "run_launch",
     "run_switch",
@@ -615,7 +614,7 @@ def run_launch(
                 _measure_heap(run, samplers, mib, repeat, budget, min_samples, progress)
                 gc.enable()
     finally:
-        heap = None
+        del heap
         if gc_was_enabled:
             gc.enable()
         else:
@@ -882,10 +881,8 @@ def format_goals(results: Sequence[GoalResult], pin: int | None) -> str:
             out.append(f"{g.key:<5} {'<=' + format(g.target, '.2f'):>7} {'-':>7}  {res.note}")
             out.append(f"{'':<5} {g.text}")
             continue
-        if res.passed:
-            verdict = "pass"
-        else:
-            verdict = f"MISS by {100 * (res.worst / g.target - 1):.0f}%"
+        miss = 100 * (res.worst / g.target - 1)
+        verdict = "pass" if res.passed else f"MISS by {miss:.0f}%"
         per = "  ".join(f"{_fmt_heap(h)}: x{r:.2f}" for h, r in res.ratios.items())
         out.append(
             f"{g.key:<5} {'<=' + format(g.target, '.2f'):>7} {'x' + format(res.worst, '.2f'):>7}"
