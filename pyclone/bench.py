@@ -203,6 +203,30 @@ def _start_vfork_callable() -> Callable[[], object]:
     return _waitpid(_pyclone.clone(_noop, _VFORK_WORD))
 
 
+def _start_vfork_result() -> Callable[[], object]:
+    task = spawn_task(_small, share="vfork")
+
+    def finish() -> object:
+        value = task.result()
+        task.close()
+        return value
+
+    return finish
+
+
+def _need_vfork_task() -> str | None:
+    reason = _need_vm_callable()
+    if reason is not None:
+        return reason
+    try:
+        _start_vfork_result()()
+    except Exception as exc:
+        return (
+            f"needs spawn_task(fn, share='vfork') with a result ({type(exc).__name__}), branch vmpy"
+        )
+    return None
+
+
 def _start_vfork_exec() -> Callable[[], object]:
     return _waitpid(_pyclone.clone(_Prebuilt.exec_action(), _VFORK_WORD))
 
@@ -333,6 +357,14 @@ METHODS: tuple[Method, ...] = (
         "os_fork",
         _need_vm_callable,
         _py(_start_vfork_callable),
+        "vm",
+    ),
+    Method(
+        "pyclone_vfork_result",
+        'spawn_task(fn, share="vfork").result()',
+        "mp_fork",
+        _need_vfork_task,
+        _py(_start_vfork_result),
         "vm",
     ),
     Method(
