@@ -201,7 +201,7 @@ def test_goals_pass_miss_and_na() -> None:
     assert results["G2"].passed is None
     assert "needs pyclone.actions" in results["G2"].note
     text = bench.format_goals(list(results.values()), 0)
-    assert "MISS by 9%" in text  # 1.20 / 1.10
+    assert "MISS by 9.1%" in text  # 1.20 / 1.10
     assert "n/a (pyclone_exec: needs pyclone.actions, branch vm)" in text
 
 
