@@ -111,51 +111,64 @@ def check_clone3_args(
     f = _as_u64(flags, "flags")
     sig = _as_u64(exit_signal, "exit_signal")
     cg = _as_u64(cgroup, "cgroup")
+    failed = _first_failed_rule(f, sig, cg, set_tid_size)
+    if failed is not None:
+        rule = _RULES[failed].format(
+            set_tid_size=set_tid_size, max=MAX_SET_TID, exit_signal=exit_signal, cgroup=cgroup
+        )
+        raise _einval(flags, exit_signal, rule)
+
+
+# The rules of check_clone3_args, in the kernel's order; the text is only
+# formatted for the rule that failed (this runs before every spawn).
+_RULES: tuple[str, ...] = (
+    # copy_clone_args_from_user()
+    "set_tid has {set_tid_size} entries; at most {max} "
+    "(one per pid namespace level, MAX_PID_NS_LEVEL)",
+    "exit_signal {exit_signal} is not 0 or a signal number 1..64",
+    "CLONE_INTO_CGROUP with cgroup={cgroup}: the cgroup must be an open descriptor",
+    # clone3_args_valid()
+    "clone3 takes the exit signal in exit_signal, not in the flags' low byte, "
+    "and refuses CLONE_DETACHED",
+    "CLONE_CLEAR_SIGHAND cannot be combined with CLONE_SIGHAND "
+    "(handlers that are shared cannot be reset)",
+    "with CLONE_THREAD or CLONE_PARENT the exit signal must be 0 "
+    "(the kernel uses the creator's own)",
+    # copy_process(), the flag checks that precede every privilege check
+    "CLONE_NEWNS cannot be combined with CLONE_FS",
+    "CLONE_NEWUSER cannot be combined with CLONE_FS",
+    "CLONE_THREAD requires CLONE_SIGHAND",
+    "CLONE_SIGHAND requires CLONE_VM",
+    "CLONE_THREAD cannot be combined with CLONE_NEWUSER or CLONE_NEWPID",
+)
+
+
+def _first_failed_rule(f: int, sig: int, cg: int, set_tid_size: int) -> int | None:
+    """Index in _RULES of the first rule the arguments break, or None."""
     c = _F
-    rules: tuple[tuple[bool, str], ...] = (
-        # copy_clone_args_from_user()
-        (
-            set_tid_size > MAX_SET_TID,
-            f"set_tid has {set_tid_size} entries; at most {MAX_SET_TID} "
-            "(one per pid namespace level, MAX_PID_NS_LEVEL)",
-        ),
-        (
-            bool(sig & ~0xFF) or sig > 64,
-            f"exit_signal {exit_signal} is not 0 or a signal number 1..64",
-        ),
-        (
-            bool(f & c.INTO_CGROUP) and cg > _INT_MAX,
-            f"CLONE_INTO_CGROUP with cgroup={cgroup}: the cgroup must be an open descriptor",
-        ),
-        # clone3_args_valid()
-        (
-            bool(f & (c.DETACHED | (c.CSIGNAL & ~c.NEWTIME))),
-            "clone3 takes the exit signal in exit_signal, not in the flags' low byte, "
-            "and refuses CLONE_DETACHED",
-        ),
-        (
-            bool(f & c.SIGHAND) and bool(f & c.CLEAR_SIGHAND),
-            "CLONE_CLEAR_SIGHAND cannot be combined with CLONE_SIGHAND "
-            "(handlers that are shared cannot be reset)",
-        ),
-        (
-            bool(f & (c.THREAD | c.PARENT)) and sig != 0,
-            "with CLONE_THREAD or CLONE_PARENT the exit signal must be 0 "
-            "(the kernel uses the creator's own)",
-        ),
-        # copy_process(), the flag checks that precede every privilege check
-        (bool(f & c.NEWNS) and bool(f & c.FS), "CLONE_NEWNS cannot be combined with CLONE_FS"),
-        (bool(f & c.NEWUSER) and bool(f & c.FS), "CLONE_NEWUSER cannot be combined with CLONE_FS"),
-        (bool(f & c.THREAD) and not f & c.SIGHAND, "CLONE_THREAD requires CLONE_SIGHAND"),
-        (bool(f & c.SIGHAND) and not f & c.VM, "CLONE_SIGHAND requires CLONE_VM"),
-        (
-            bool(f & c.THREAD) and bool(f & (c.NEWUSER | c.NEWPID)),
-            "CLONE_THREAD cannot be combined with CLONE_NEWUSER or CLONE_NEWPID",
-        ),
-    )
-    for failed, rule in rules:
-        if failed:
-            raise _einval(flags, exit_signal, rule)
+    if set_tid_size > MAX_SET_TID:
+        return 0
+    if sig & ~0xFF or sig > 64:
+        return 1
+    if f & c.INTO_CGROUP and cg > _INT_MAX:
+        return 2
+    if f & (c.DETACHED | (c.CSIGNAL & ~c.NEWTIME)):
+        return 3
+    if f & c.SIGHAND and f & c.CLEAR_SIGHAND:
+        return 4
+    if f & (c.THREAD | c.PARENT) and sig != 0:
+        return 5
+    if f & c.NEWNS and f & c.FS:
+        return 6
+    if f & c.NEWUSER and f & c.FS:
+        return 7
+    if f & c.THREAD and not f & c.SIGHAND:
+        return 8
+    if f & c.SIGHAND and not f & c.VM:
+        return 9
+    if f & c.THREAD and f & (c.NEWUSER | c.NEWPID):
+        return 10
+    return None
 
 
 def _set_tid_list(set_tid: Iterable[int]) -> list[int]:
