@@ -676,14 +676,39 @@ def _measure_heap(
     min_samples: int,
     progress: TextIO | None,
 ) -> None:
-    clock = time.perf_counter
-    active = [m.name for m in run.methods if m.name not in run.unavailable]
-    spent = dict.fromkeys(active, 0.0)
-    for name in active:
+    names = [m.name for m in run.methods if m.name not in run.unavailable]
+    for name in names:
         run.cells[(name, mib)] = Cell()
     if progress is not None:
         progress.write(f"heap {_fmt_heap(mib)} (VmPTE {run.vm_pte[mib]} kB): ")
         progress.flush()
+    # Methods take turns within their group only: after a fork every page of
+    # the parent is write-protected, and the next launch would pay for the
+    # copy-on-write faults of whatever it touches.  The memory-sharing and
+    # exec groups never fork, so they are measured apart from the fork group.
+    groups: dict[str, list[str]] = {}
+    for method in run.methods:
+        if method.name in names:
+            groups.setdefault(method.group, []).append(method.name)
+    for group in groups.values():
+        _interleave(run, samplers, mib, group, repeat, budget, min_samples)
+    if progress is not None:
+        progress.write("done\n")
+        progress.flush()
+
+
+def _interleave(
+    run: Run,
+    samplers: dict[str, Sampler],
+    mib: float,
+    active: list[str],
+    repeat: int,
+    budget: float,
+    min_samples: int,
+) -> None:
+    """One launch per method in turn until each has its samples; the first round is warm-up."""
+    clock = time.perf_counter
+    spent = dict.fromkeys(active, 0.0)
     warm = True
     while active:
         for name in list(active):
@@ -705,9 +730,6 @@ def _measure_heap(
             if n >= repeat or (spent[name] >= budget and n >= min_samples):
                 active.remove(name)
         warm = False
-    if progress is not None:
-        progress.write("done\n")
-        progress.flush()
 
 
 # -- statistics and output ----------------------------------------------------------------
