@@ -64,8 +64,6 @@ DEFAULT_HEAPS_MIB: tuple[float, ...] = (0, 2, 32, 256)
 QUICK_HEAPS_MIB: tuple[float, ...] = (0, 2, 32)
 
 _VFORK_WORD = int(CloneFlag.VM | CloneFlag.VFORK) | signal.SIGCHLD
-#: The C module seen untyped, for entry points that later branches add (``_floor``).
-_C: Any = _pyclone
 
 #: ``start()`` launches one task and returns ``finish()``, which waits for it.
 Starter = Callable[[], Callable[[], object]]
@@ -281,7 +279,7 @@ def _floor_sampler(kind: str) -> Sampler:
     """
 
     def sample() -> tuple[float | None, float]:
-        values = _C._floor(kind, 1)
+        values = _pyclone._floor(kind, 1)
         value = float(values[0])
         return None, value / 1e6 if value >= 1.0 else value
 
