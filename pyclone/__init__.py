@@ -49,6 +49,7 @@ from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
 from .pidfd import pidfd_exit_status, pidfd_send_signal
 from .sandbox import Sandbox, SandboxError
+from .rules import explain, predict_errno
 from .task import Task, spawn_task
 
 del _errors
@@ -100,9 +101,11 @@ __all__ = [
     "actions",
     "clone",
     "clone3",
+    "explain",
     "flag_names",
     "kcmp",
     "pidfd_exit_status",
     "pidfd_send_signal",
+    "predict_errno",
     "spawn_task",
 ]

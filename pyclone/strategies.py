@@ -1,0 +1,246 @@
+"""Hypothesis strategies for clone flag sets, ``spawn_task`` specs and exit signals.
+
+Import it on demand (``import pyclone.strategies``): it needs
+`hypothesis <https://hypothesis.readthedocs.io>`_, which pyclone itself does
+not.  Flag sets are drawn as sets of :class:`~pyclone.CloneFlag` members, so
+a failing example shrinks to the fewest flags, lowest bits first.
+
+``valid=True``/``False`` keeps only the flag sets the kernel accepts/rejects,
+as :func:`pyclone.predict_errno` says for the given caller.  Accepted sets
+are built by dropping, rule by rule, the flags that make the kernel refuse
+(:attr:`pyclone.rules.Rule.repair`), so every accepted set can be drawn and
+none is wasted.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from hypothesis import strategies as st
+
+from .flags import CloneFlag
+from .rules import CallerState, _call, _first_failure
+from .spec import NAMESPACES, SHARE_NAMES
+
+__all__ = [
+    "CLONE3_FLAGS",
+    "CLONE_FLAGS",
+    "UNBLOCKABLE_EXIT_SIGNALS",
+    "CloneCall",
+    "clone_calls",
+    "clone_flags",
+    "exit_signals",
+    "namespace_specs",
+    "share_specs",
+]
+
+F = CloneFlag
+
+#: The flags drawn for clone(2): every flag of the legacy 32-bit word.
+CLONE_FLAGS: tuple[CloneFlag, ...] = tuple(m for m in CloneFlag if int(m) >> 8 and not int(m) >> 32)
+
+#: The flags drawn for clone3(2).  CLONE_INTO_CGROUP is left out: its outcome
+#: depends on the cgroup descriptor, which a flag set does not carry.
+CLONE3_FLAGS: tuple[CloneFlag, ...] = tuple(m for m in CloneFlag if m is not F.INTO_CGROUP)
+
+#: Exit signals a test process cannot block, so they act on it when a child
+#: ends: SIGKILL, SIGSTOP, and glibc's internal 32 and 33 (SIGCANCEL,
+#: SIGSETXID), which sigprocmask() silently refuses to block.
+UNBLOCKABLE_EXIT_SIGNALS: frozenset[int] = frozenset(
+    {int(signal.SIGKILL), int(signal.SIGSTOP), 32, 33}
+)
+
+
+def _members(pool: Iterable[CloneFlag] | None, api: str) -> tuple[CloneFlag, ...]:
+    if api not in ("clone", "clone3"):
+        raise ValueError(f"api must be 'clone' or 'clone3', not {api!r}")
+    default = CLONE_FLAGS if api == "clone" else CLONE3_FLAGS
+    members = default if pool is None else tuple(F(m) for m in pool)
+    for m in members:
+        if api == "clone" and (int(m) >> 32 or int(m) & 0xFF):
+            raise ValueError(f"{m!r} is not a clone(2) flag (the low byte is the exit signal)")
+    return members
+
+
+def _repair(flags: int, api: str, exit_signal: int, caller: CallerState) -> int:
+    """Drop flags, rule by rule, until the kernel would accept the set."""
+    while True:
+        rule = _first_failure(_call(flags, api, exit_signal, caller))
+        if rule is None or not flags & rule.repair:
+            return flags
+        flags &= ~rule.repair
+
+
+def _caller(privileged: bool | CallerState | None) -> CallerState:
+    return _call(0, "clone3", 0, privileged).caller
+
+
+def clone_flags(
+    api: str = "clone",
+    *,
+    valid: bool | None = None,
+    exit_signal: int | None = None,
+    privileged: bool | CallerState | None = None,
+    flags: Iterable[CloneFlag] | None = None,
+    min_size: int = 0,
+    max_size: int | None = None,
+) -> st.SearchStrategy[CloneFlag]:
+    """Flag sets for ``api`` ("clone" or "clone3"), without an exit signal.
+
+    Each set is an OR of distinct members drawn from ``flags`` (default
+    :data:`CLONE_FLAGS` or :data:`CLONE3_FLAGS`).  ``valid=True`` keeps the
+    sets the kernel accepts, ``valid=False`` those it rejects, for
+    ``exit_signal`` (clone3: default SIGCHLD; it matters for CLONE_THREAD and
+    CLONE_PARENT) and the caller described by ``privileged`` (as in
+    :func:`pyclone.predict_errno`; None reads this process's state once,
+    when the strategy is built).  For clone(2) add the exit signal to the
+    word yourself: the kernel never checks it.
+
+    >>> from hypothesis import given
+    >>> @given(clone_flags(valid=False))
+    ... def test_rejected(flags): ...
+    """
+    members = _members(flags, api)
+    caller = _caller(privileged)
+    sig = 0 if api == "clone" else (int(signal.SIGCHLD) if exit_signal is None else exit_signal)
+    sets = st.sets(st.sampled_from(members), min_size=min_size, max_size=max_size)
+    words = sets.map(lambda chosen: _or(chosen))
+    if valid is None:
+        return words
+    if valid:
+        if _first_failure(_call(0, api, sig, caller)) is not None:
+            raise ValueError(f"no flag set is accepted by {api} with exit_signal={sig}")
+        return words.map(lambda f: F(_repair(int(f), api, sig, caller))).filter(
+            lambda f: len(_bits(f)) >= min_size
+        )
+    return words.filter(lambda f: _first_failure(_call(int(f), api, sig, caller)) is not None)
+
+
+def _or(chosen: Iterable[CloneFlag]) -> CloneFlag:
+    word = F(0)
+    for m in sorted(chosen, key=int):
+        word |= m
+    return word
+
+
+def _bits(flags: int) -> list[int]:
+    return [1 << i for i in range(64) if flags >> i & 1]
+
+
+def exit_signals(
+    api: str = "clone", *, valid: bool | None = None, blockable: bool = False
+) -> st.SearchStrategy[int]:
+    """Exit signals for ``api``; they shrink towards SIGCHLD, then 0.
+
+    clone(2) takes any byte 0-255 and never checks it (a value that is not
+    a signal means no signal at exit); clone3(2) accepts 0-64 and rejects
+    more with EINVAL.  ``valid=False`` gives only rejected values (clone3:
+    65-255; clone(2) has none).  ``blockable=True`` leaves out
+    :data:`UNBLOCKABLE_EXIT_SIGNALS`, which would stop or kill a test
+    process that creates such children.
+    """
+    if api not in ("clone", "clone3"):
+        raise ValueError(f"api must be 'clone' or 'clone3', not {api!r}")
+    top = 255 if api == "clone" else 64
+    if valid is False:
+        if api == "clone":
+            raise ValueError("clone(2) accepts every exit signal byte")
+        values = st.integers(65, 255)
+    else:
+        upper = top if valid else 255
+        values = st.integers(0, upper)
+    first = st.sampled_from([int(signal.SIGCHLD), 0])
+    result = st.one_of(first, values) if valid is not False else values
+    if blockable:
+        result = result.filter(lambda s: s not in UNBLOCKABLE_EXIT_SIGNALS)
+    return result
+
+
+class CloneCall(NamedTuple):
+    """One request: the API, its flags (without exit signal) and exit signal.
+
+    :attr:`word` is the clone(2) flags word with the exit signal in its low byte.
+    """
+
+    api: str
+    flags: CloneFlag
+    exit_signal: int
+
+    @property
+    def word(self) -> int:
+        """The clone(2) word: ``flags | exit_signal``."""
+        return int(self.flags) | self.exit_signal
+
+
+@st.composite
+def _calls(
+    draw: st.DrawFn,
+    api: str | None,
+    valid: bool | None,
+    privileged: bool | CallerState | None,
+    blockable: bool,
+) -> CloneCall:
+    chosen = draw(st.sampled_from(("clone", "clone3"))) if api is None else api
+    sig = draw(exit_signals(chosen, valid=True, blockable=blockable))
+    flags = draw(clone_flags(chosen, valid=valid, exit_signal=sig, privileged=privileged))
+    return CloneCall(chosen, flags, sig)
+
+
+def clone_calls(
+    api: str | None = None,
+    *,
+    valid: bool | None = None,
+    privileged: bool | CallerState | None = None,
+    blockable: bool = False,
+) -> st.SearchStrategy[CloneCall]:
+    """Whole requests: a :class:`CloneCall` with an API, flags and exit signal.
+
+    ``api=None`` draws both.  The exit signal is one the API accepts, so
+    ``valid`` is about the flags with that signal; ``blockable`` as in
+    :func:`exit_signals`.
+    """
+    caller = _caller(privileged)
+    return _calls(api, valid, caller, blockable)
+
+
+def share_specs(*, forklike: bool = False, valid: bool = True) -> st.SearchStrategy[frozenset[str]]:
+    """``share=`` arguments for :func:`pyclone.spawn_task`: sets of share names.
+
+    ``valid=True`` (the default) keeps the kernel's closure rules: thread
+    needs sighand, sighand needs vm.  ``forklike=True`` leaves out what
+    needs a shared address space (vm, sighand, thread), i.e. what a Python
+    callable child can run in.  Sets shrink towards the empty set (fork).
+    """
+    names = sorted(SHARE_NAMES)
+    if forklike:
+        names = [n for n in names if n not in ("vm", "sighand", "thread")]
+    sets = st.sets(st.sampled_from(names)).map(frozenset)
+    if not valid:
+        return sets
+
+    def close(spec: frozenset[str]) -> frozenset[str]:
+        if "thread" in spec and "sighand" not in spec:
+            spec -= {"thread"}
+        if "sighand" in spec and "vm" not in spec:
+            spec -= {"sighand"}
+        return spec
+
+    return sets.map(close)
+
+
+def namespace_specs(
+    *, privileged: bool | CallerState | None = None
+) -> st.SearchStrategy[frozenset[str]]:
+    """``new=`` arguments for :func:`pyclone.spawn_task`: sets of namespace names.
+
+    For an unprivileged caller (as ``privileged`` describes it; None reads
+    this process) every non-empty set includes ``"user"``, which grants the
+    rest.  Sets shrink towards the empty set.
+    """
+    names = sorted(n for n in NAMESPACES if n != "mount")
+    sets = st.sets(st.sampled_from(names)).map(frozenset)
+    if _caller(privileged).sys_admin:
+        return sets
+    return sets.map(lambda s: s | {"user"} if s else s)
