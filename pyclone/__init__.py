@@ -50,6 +50,7 @@ from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
 from .pidfd import pidfd_exit_status, pidfd_send_signal
 from .sandbox import Sandbox, SandboxError
 from .rules import explain, predict_errno
+from .sharing import shared_resources
 from .task import Task, spawn_task
 
 del _errors
@@ -107,5 +108,6 @@ __all__ = [
     "pidfd_exit_status",
     "pidfd_send_signal",
     "predict_errno",
+    "shared_resources",
     "spawn_task",
 ]

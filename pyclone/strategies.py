@@ -34,6 +34,7 @@ __all__ = [
     "exit_signals",
     "namespace_specs",
     "share_specs",
+    "spawn_specs",
 ]
 
 F = CloneFlag
@@ -205,15 +206,22 @@ def clone_calls(
     return _calls(api, valid, caller, blockable)
 
 
-def share_specs(*, forklike: bool = False, valid: bool = True) -> st.SearchStrategy[frozenset[str]]:
+def share_specs(
+    *, forklike: bool = False, valid: bool = True, parent: bool = False
+) -> st.SearchStrategy[frozenset[str]]:
     """``share=`` arguments for :func:`pyclone.spawn_task`: sets of share names.
 
     ``valid=True`` (the default) keeps the kernel's closure rules: thread
     needs sighand, sighand needs vm.  ``forklike=True`` leaves out what
     needs a shared address space (vm, sighand, thread), i.e. what a Python
-    callable child can run in.  Sets shrink towards the empty set (fork).
+    callable child can run in.  ``"parent"`` is drawn only with
+    ``parent=True``: such a task is its creator's sibling and is reaped by
+    the creator's parent (run under a subreaper).  Sets shrink towards the
+    empty set (fork).  Combined with ``new=``, use :func:`spawn_specs`.
     """
     names = sorted(SHARE_NAMES)
+    if not parent:
+        names.remove("parent")
     if forklike:
         names = [n for n in names if n not in ("vm", "sighand", "thread")]
     sets = st.sets(st.sampled_from(names)).map(frozenset)
@@ -244,3 +252,43 @@ def namespace_specs(
     if _caller(privileged).sys_admin:
         return sets
     return sets.map(lambda s: s | {"user"} if s else s)
+
+
+#: Share names that conflict with a new namespace (the kernel's rules P1, P2, P12).
+_CONFLICTS: dict[str, frozenset[str]] = {
+    "fs": frozenset({"mnt", "user"}),
+    "sysvsem": frozenset({"ipc"}),
+    "thread": frozenset({"user", "pid"}),
+}
+
+
+def spawn_specs(
+    *,
+    forklike: bool = False,
+    parent: bool = False,
+    privileged: bool | CallerState | None = None,
+) -> st.SearchStrategy[tuple[frozenset[str], frozenset[str]]]:
+    """``(share, new)`` pairs for :func:`pyclone.spawn_task` that the kernel accepts.
+
+    Draws from :func:`share_specs` and :func:`namespace_specs` and drops the
+    share names that conflict with the namespaces drawn (fs with a new mount
+    or user namespace, sysvsem with a new IPC namespace, thread with a new
+    user or pid namespace).
+    """
+
+    def resolve(
+        pair: tuple[frozenset[str], frozenset[str]],
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        share, new = pair
+        dropped = {name for name, bad in _CONFLICTS.items() if name in share and bad & new}
+        share = share - dropped
+        if "sighand" in share and "vm" not in share:
+            share -= {"sighand"}
+        if "thread" in share and "sighand" not in share:
+            share -= {"thread"}
+        return share, new
+
+    pairs = st.tuples(
+        share_specs(forklike=forklike, parent=parent), namespace_specs(privileged=privileged)
+    )
+    return pairs.map(resolve)

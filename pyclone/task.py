@@ -11,6 +11,7 @@ import select
 import signal
 import struct
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -120,6 +121,7 @@ class Task:
         self._is_action = run is not None
         self._is_thread = run is not None and self.tgid != pid
         self._action_error: OSError | None = None
+        self._creator_tid = threading.get_native_id()
 
     # -- waiting -----------------------------------------------------------
 
@@ -512,6 +514,24 @@ class Task:
     def kill(self) -> None:
         """Send SIGKILL."""
         self.send_signal(signal.SIGKILL)
+
+    # -- sharing -----------------------------------------------------------
+
+    def shared_resources(self) -> frozenset[str]:
+        """What the task shares with the thread that created it, measured now.
+
+        See :func:`pyclone.shared_resources` for the names.  Take it while the
+        task runs: once it has exited kcmp's answers are wrong (a zombie's
+        memory, files and fs are released), so this raises
+        :class:`ProcessLookupError` for a task that has ended or been reaped.
+        """
+        from .sharing import shared_resources
+
+        if self.returncode is not None:
+            raise ProcessLookupError(
+                f"{self!r} has been reaped: its sharing can only be measured while it runs"
+            )
+        return shared_resources(self.pid, self._creator_tid)
 
     # -- lifetime ----------------------------------------------------------
 
