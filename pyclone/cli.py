@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import bench, demo, sandbox
+from . import bench, demo, probe, rules, sandbox
 
 # Each entry adds its subparsers and sets ``func`` (args -> exit status).
-_COMMANDS = (demo.add_parser, sandbox.add_parser, bench.add_parser)
+_COMMANDS = (
+    demo.add_parser,
+    sandbox.add_parser,
+    bench.add_parser,
+    rules.add_parser,
+    probe.add_parser,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,11 +20,14 @@ raised before any system call) are not kernel rules and are not modelled.
 
 from __future__ import annotations
 
+import argparse
 import errno as _errno
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .flags import CloneFlag, flag_names
 
@@ -33,10 +36,12 @@ __all__ = [
     "CallerState",
     "FlagRow",
     "Rule",
+    "add_parser",
     "explain",
     "failing_rule",
     "flag_rows",
     "flag_table",
+    "parse_flags",
     "predict_errno",
     "rule_for_errno",
     "rules_table",
@@ -621,11 +626,11 @@ def explain(
         lines.append(f"  {unknown:#x}: bits unknown to this model")
     if api == "clone" and flags >> 32:
         lines.append(f"  {flags >> 32 << 32:#x}: ignored, clone(2) keeps only the low 32 bits")
-    if call.any(F.THREAD | F.PARENT):
-        lines.append(
-            "  exit signal: the creator's parent is notified"
-            + (" (the low byte is ignored)" if api == "clone" else "")
-        )
+    ignored = " (the low byte is ignored)" if api == "clone" else ""
+    if call.any(F.THREAD):
+        lines.append(f"  exit signal: none, a thread is not waited for{ignored}")
+    elif call.any(F.PARENT):
+        lines.append(f"  exit signal: the creator's own, sent to the creator's parent{ignored}")
     elif 0 < call.exit_signal <= 64:
         lines.append(f"  exit signal: {_signal_name(call.exit_signal)}")
     elif call.exit_signal == 0:
@@ -705,3 +710,92 @@ def rules_table(*, predicted_only: bool = False) -> str:
         name = rule.name if rule.predicted else f"({rule.name})"
         rows.append((rule.id, rule.errno_name, api, name, rule.since))
     return _format(rows)
+
+
+# -- command line -----------------------------------------------------------------
+
+
+def _parse_signal(text: str) -> int:
+    text = text.strip()
+    if text.lstrip("-").isdigit() or text.lower().startswith("0x"):
+        return int(text, 0)
+    name = text.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ValueError(f"unknown signal {text!r}") from None
+
+
+def parse_flags(text: str) -> tuple[int, int | None]:
+    """Parse ``"VM,SIGHAND"``, ``"CLONE_VM|CLONE_FS|SIGCHLD"`` or a number.
+
+    Returns ``(flags, exit_signal)``: names with or without ``CLONE_``,
+    numbers (``0x100``, ``256``), separated by commas, ``|`` or spaces; a
+    signal name (``SIGCHLD``) gives the exit signal (None if there is none).
+    """
+    flags = 0
+    exit_signal: int | None = None
+    for part in text.replace("|", ",").replace(" ", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part[0].isdigit():
+            flags |= int(part, 0)
+            continue
+        name = part.upper()
+        name = name[len("CLONE_") :] if name.startswith("CLONE_") else name
+        if name in CloneFlag.__members__:
+            flags |= int(CloneFlag[name])
+        elif name.startswith("SIG"):
+            exit_signal = _parse_signal(name)
+        else:
+            known = ", ".join(str(m.name) for m in CloneFlag)
+            raise ValueError(f"unknown flag {part!r}: known flags are {known}")
+    return flags, exit_signal
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        flags, named_signal = parse_flags(" ".join(args.flags))
+        exit_signal = named_signal
+        if args.exit_signal is not None:
+            exit_signal = _parse_signal(args.exit_signal)
+        if args.api == "clone" and exit_signal is None:
+            exit_signal = (flags & _CSIGNAL) or int(signal.SIGCHLD)
+        privileged: bool | None = {"auto": None, "root": True, "user": False}[args.caller]
+        text = explain(flags, api=args.api, exit_signal=exit_signal, privileged=privileged)
+        rule = failing_rule(flags, api=args.api, exit_signal=exit_signal, privileged=privileged)
+    except (ValueError, TypeError) as exc:
+        print(f"python -m pyclone explain: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if rule is None else 1
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``explain`` subcommand."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "explain",
+        help="say what a flag set does and whether the kernel accepts it",
+        description="Explain a clone flag set: what each flag shares or creates, and "
+        "the kernel rule that rejects it, if any.  Exit status 0 if the kernel would "
+        "accept it, 1 if not.",
+    )
+    parser.add_argument(
+        "flags",
+        nargs="+",
+        help="flag names with or without CLONE_ (VM,SIGHAND or CLONE_VM|CLONE_FS), "
+        "or a number; a signal name sets the exit signal",
+    )
+    parser.add_argument("--api", choices=_APIS, default="clone", help="default: clone")
+    parser.add_argument("--exit-signal", help="exit signal, a number or a name (default: SIGCHLD)")
+    parser.add_argument(
+        "--caller",
+        choices=("auto", "root", "user"),
+        default="auto",
+        help="whose privileges: this process (auto), root with every capability, "
+        "or an unprivileged user",
+    )
+    parser.set_defaults(func=_run)

@@ -3,7 +3,8 @@
 Import it on demand (``import pyclone.strategies``): it needs
 `hypothesis <https://hypothesis.readthedocs.io>`_, which pyclone itself does
 not.  Flag sets are drawn as sets of :class:`~pyclone.CloneFlag` members, so
-a failing example shrinks to the fewest flags, lowest bits first.
+a failing example shrinks to the fewest flags: each flag is drawn as its
+own boolean (true one time in four), and each shrinks to false on its own.
 
 ``valid=True``/``False`` keeps only the flag sets the kernel accepts/rejects,
 as :func:`pyclone.predict_errno` says for the given caller.  Accepted sets
@@ -90,8 +91,9 @@ def clone_flags(
 ) -> st.SearchStrategy[CloneFlag]:
     """Flag sets for ``api`` ("clone" or "clone3"), without an exit signal.
 
-    Each set is an OR of distinct members drawn from ``flags`` (default
-    :data:`CLONE_FLAGS` or :data:`CLONE3_FLAGS`).  ``valid=True`` keeps the
+    Each set is an OR of members of ``flags`` (default :data:`CLONE_FLAGS`
+    or :data:`CLONE3_FLAGS`), each drawn on its own, with between
+    ``min_size`` and ``max_size`` members.  ``valid=True`` keeps the
     sets the kernel accepts, ``valid=False`` those it rejects, for
     ``exit_signal`` (clone3: default SIGCHLD; it matters for CLONE_THREAD and
     CLONE_PARENT) and the caller described by ``privileged`` (as in
@@ -106,8 +108,11 @@ def clone_flags(
     members = _members(flags, api)
     caller = _caller(privileged)
     sig = 0 if api == "clone" else (int(signal.SIGCHLD) if exit_signal is None else exit_signal)
-    sets = st.sets(st.sampled_from(members), min_size=min_size, max_size=max_size)
-    words = sets.map(lambda chosen: _or(chosen))
+    picks = st.tuples(*(_BIT for _ in members))
+    words = picks.map(lambda bits: _or(m for m, on in zip(members, bits, strict=True) if on))
+    if min_size or max_size is not None:
+        top = len(members) if max_size is None else max_size
+        words = words.filter(lambda f: min_size <= len(_bits(f)) <= top)
     if valid is None:
         return words
     if valid:
@@ -117,6 +122,10 @@ def clone_flags(
             lambda f: len(_bits(f)) >= min_size
         )
     return words.filter(lambda f: _first_failure(_call(int(f), api, sig, caller)) is not None)
+
+
+#: One flag's "is it in the set": true one time in four, shrinking to false.
+_BIT = st.sampled_from((False, False, False, True))
 
 
 def _or(chosen: Iterable[CloneFlag]) -> CloneFlag:
@@ -229,10 +238,10 @@ def share_specs(
         return sets
 
     def close(spec: frozenset[str]) -> frozenset[str]:
-        if "thread" in spec and "sighand" not in spec:
-            spec -= {"thread"}
         if "sighand" in spec and "vm" not in spec:
             spec -= {"sighand"}
+        if "thread" in spec and "sighand" not in spec:
+            spec -= {"thread"}
         return spec
 
     return sets.map(close)
