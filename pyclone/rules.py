@@ -561,7 +561,7 @@ _EFFECTS: dict[CloneFlag, tuple[str, str, str]] = {
     F.SETTLS: ("gets a new TLS (thread pointer)", "both", "2.5.32"),
     F.PARENT_SETTID: ("tid stored in the creator's memory", "both", "2.5.49"),
     F.CHILD_CLEARTID: ("tid cleared and futex woken at exit", "both", "2.5.49"),
-    F.DETACHED: ("ignored (historical)", "clone", "2.5 (no effect since 2.6.2)"),
+    F.DETACHED: ("ignored (historical); clone3 rejects it", "clone", "2.5 (no effect since 2.6.2)"),
     F.UNTRACED: ("cannot be forced under ptrace", "both", "2.5.46"),
     F.CHILD_SETTID: ("tid stored in the task's memory", "both", "2.5.49"),
     F.NEWCGROUP: ("new cgroup namespace", "both", "4.6"),
@@ -672,11 +672,12 @@ def flag_rows() -> Iterator[FlagRow]:
     """
     for bit in CloneFlag:
         effect, where, since = _EFFECTS[bit]
+        api = {"both": "clone, clone3", "clone3": "clone3", "clone": "clone"}[where]
         ids: list[str] = []
         for rule in _PREDICTED:
             if rule.flags & int(bit) and rule.id not in ids:
                 ids.append(rule.id)
-        yield FlagRow(f"CLONE_{bit.name}", int(bit), effect, where, tuple(ids), since)
+        yield FlagRow(f"CLONE_{bit.name}", int(bit), effect, api, tuple(ids), since)
 
 
 def _format(rows: list[tuple[str, ...]]) -> str:
