@@ -49,6 +49,7 @@ from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
 from .pidfd import pidfd_exit_status, pidfd_send_signal
 from .sandbox import Sandbox, SandboxError
+from .probe import probe
 from .rules import explain, predict_errno
 from .sharing import shared_resources
 from .task import Task, spawn_task
@@ -108,6 +109,7 @@ __all__ = [
     "pidfd_exit_status",
     "pidfd_send_signal",
     "predict_errno",
+    "probe",
     "shared_resources",
     "spawn_task",
 ]

@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import bench, demo, probe, rules, sandbox
+from . import bench, demo, sandbox
+from .probe import add_parser as _add_probe
+from .rules import add_parser as _add_explain
 
 # Each entry adds its subparsers and sets ``func`` (args -> exit status).
-_COMMANDS = (
-    demo.add_parser,
-    sandbox.add_parser,
-    bench.add_parser,
-    rules.add_parser,
-    probe.add_parser,
-)
+_COMMANDS = (demo.add_parser, sandbox.add_parser, bench.add_parser, _add_explain, _add_probe)
 
 
 def build_parser() -> argparse.ArgumentParser:

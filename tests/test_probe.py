@@ -54,6 +54,11 @@ def test_probe_creates_no_task(healthy: Health) -> None:
         os.waitpid(-1, os.WNOHANG | pyclone._pyclone.WALL)
 
 
+def test_probe_is_exported() -> None:
+    assert pyclone.probe is probe
+    assert isinstance(pyclone.probe(), dict)
+
+
 def test_probe_agrees_with_the_kernel_version() -> None:
     found = probe()
     version = _kernel_version()
