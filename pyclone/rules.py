@@ -73,7 +73,9 @@ class CallerState:
     CLONE_PARENT).  ``pid_ns_for_children_differs``: after
     ``unshare(CLONE_NEWPID)`` or ``setns()`` to a pid namespace its children
     go elsewhere (no CLONE_THREAD then).  ``chrooted``: its root is not its
-    mount namespace's root (no CLONE_NEWUSER).  ``ids_mapped``: its
+    mount namespace's root (no CLONE_NEWUSER); read from mountinfo, where a
+    chroot into a directory hides the namespace's root mount, and from
+    init's root where that is readable.  ``ids_mapped``: its
     effective uid and gid are mapped in its user namespace (needed to
     create a user namespace).
     """
@@ -182,8 +184,18 @@ def _pid_ns_for_children_differs() -> bool:
 
 
 def _chrooted() -> bool:
-    # Compare with init's root, when init is in the same mount namespace and
-    # its root is readable (it is not for an unprivileged caller).
+    # The kernel asks whether the root is its mount namespace's root.  A
+    # chroot into a directory hides that mount from mountinfo (its mount
+    # point lies outside the new root): no mount is shown at "/".
+    try:
+        with open("/proc/thread-self/mountinfo") as f:
+            points = [line.split()[4] for line in f if len(line.split()) > 4]
+    except OSError:
+        return False  # no /proc: assume the ordinary case
+    if "/" not in points:
+        return True
+    # Otherwise compare with init's root, when init shares our mount
+    # namespace and its root is readable (not for an unprivileged caller).
     mnt = _ns_id("/proc/thread-self/ns/mnt")
     if mnt is None or _ns_id("/proc/1/ns/mnt") != mnt:
         return False
