@@ -30,7 +30,7 @@ from pyclone import rules
 from pyclone.rules import RULES, CallerState, explain, failing_rule, predict_errno
 from pyclone.strategies import CLONE3_FLAGS, CLONE_FLAGS, CloneCall, clone_flags, exit_signals
 
-from conftest import WAIT, Health, reap, require_root
+from conftest import WAIT, Health, check_health, reap, require_root
 
 _WALL = pyclone._pyclone.WALL
 #: Flags pyclone refuses with a Python callable child (UnsupportedFlags):
@@ -491,16 +491,22 @@ def _isolated(
             left = deadline - time.monotonic()
             ready, _, _ = select.select([r], [], [], max(left, 0))
             if not ready:
-                os.killpg(supervisor, signal.SIGKILL)
-                reap(supervisor)
                 pytest.fail(f"the property run did not finish within {timeout} s")
             chunk = os.read(r, 1 << 16)
             if not chunk:
                 break
             chunks.append(chunk)
+        status = reap(supervisor, max(deadline - time.monotonic(), 1))
+    except BaseException:
+        # a timeout, or an interrupt: end the whole tree, leave no zombie
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(supervisor, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(supervisor, 0)
+        raise
     finally:
         os.close(r)
-    assert os.waitstatus_to_exitcode(reap(supervisor, max(deadline - time.monotonic(), 1))) == 0
+    assert os.waitstatus_to_exitcode(status) == 0
     if not chunks:
         pytest.fail("the worker died without a result")
     result: dict[str, Any] = json.loads(b"".join(chunks))
@@ -558,7 +564,10 @@ def _attempt(call: CloneCall, child: object, children: _Children) -> tuple[int, 
     except OSError as exc:
         if exc.errno is None:
             raise
-        return exc.errno, str(exc)
+        # pyclone.clone3 finds the kernel's first EINVAL rules itself (before
+        # the system call) and words them its own way
+        early = type(exc).__name__ == "CloneArgumentError"
+        return exc.errno, "" if early else str(exc)
     # CLONE_PARENT children are the supervisor's, CLONE_THREAD ones are nobody's
     if not call.flags & (F.PARENT | F.THREAD):
         children.add(pid)
@@ -621,7 +630,7 @@ def _property_run(family: str, unprivileged: bool, calls: int, seed: int | None)
         explained = explain(word, api=call.api, exit_signal=call.exit_signal, privileged=caller)
         verdict = errno.errorcode.get(got, str(got)) if got else "OK"
         assert got == expected, f"{explained}\nbut the kernel said {verdict}"
-        if rule is not None:  # the OSError names the same rule
+        if rule is not None and message:  # the kernel's OSError names the same rule
             assert message.endswith(rule.name), message
 
     @settings(
@@ -667,18 +676,22 @@ def _run_property(family: str, privilege: str, examples: int, seed: int | None) 
     result = _isolated(
         lambda: _property_run(family, privilege == "unprivileged", examples, seed),
         unprivileged=privilege == "unprivileged",
-        timeout=600 if seed is not None else 120,
+        timeout=3000 if seed is not None else 600,
     )
     print(f"\n{family}/{privilege}: {result}")
     assert result["calls"] > examples // 2
     return result
 
 
+@pytest.mark.timeout(660)  # a loaded machine is slow; the run's own deadline is 600 s
 @pytest.mark.parametrize("privilege", ["root", "unprivileged"])
 @pytest.mark.parametrize("family", ["forklike", "shared-vm"])
-def test_model_agrees_with_kernel(family: str, privilege: str, healthy: Health) -> None:
+def test_model_agrees_with_kernel(family: str, privilege: str) -> None:
     """For generated flag sets, predict_errno equals what clone/clone3 return."""
+    # taken inside the test: pytest-timeout's own SIGALRM handler comes and goes around it
+    before = Health.take()
     result = _run_property(family, privilege, CI_CALLS[family], None)
+    check_health(before)
     # both verdicts are exercised
     assert any(k.endswith(":OK") for k in result["outcomes"])
     assert any(k.endswith(":EINVAL") for k in result["outcomes"])
@@ -687,12 +700,11 @@ def test_model_agrees_with_kernel(family: str, privilege: str, healthy: Health) 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3060)
 @pytest.mark.parametrize("privilege", ["root", "unprivileged"])
 @pytest.mark.parametrize("family", ["forklike", "shared-vm"])
-def test_model_agrees_with_kernel_random(
-    family: str, privilege: str, healthy: Health, request: pytest.FixtureRequest
-) -> None:
+def test_model_agrees_with_kernel_random(family: str, privilege: str) -> None:
     """The same property, a larger random run (``pytest -m slow``)."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("a long random run: select it with -m slow")
+    before = Health.take()
     _run_property(family, privilege, SLOW_CALLS, seed=int.from_bytes(os.urandom(4), "little"))
+    check_health(before)
