@@ -48,9 +48,9 @@ from .clone3_api import CloneArgumentError, clone3
 from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
 from .pidfd import pidfd_exit_status, pidfd_send_signal
-from .sandbox import Sandbox, SandboxError
 from .probe import probe
 from .rules import explain, predict_errno
+from .sandbox import Sandbox, SandboxError
 from .sharing import shared_resources
 from .task import Task, spawn_task
 
