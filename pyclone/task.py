@@ -527,9 +527,9 @@ class Task:
         """
         from .sharing import shared_resources
 
-        if self.returncode is not None:
+        if self.ended:
             raise ProcessLookupError(
-                f"{self!r} has been reaped: its sharing can only be measured while it runs"
+                f"{self!r} has ended: its sharing can only be measured while it runs"
             )
         return shared_resources(self.pid, self._creator_tid)
 
