@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import errno as _errno
+import functools
 import os
 import signal
 import sys
@@ -133,6 +134,37 @@ class CallerState:
         return ", ".join(parts)
 
 
+class _LiveCaller:
+    """The calling thread's state, read from /proc only as far as a rule asks.
+
+    Most requests are decided by the flags alone; reading the whole
+    :class:`CallerState` costs a few /proc reads each time.
+    """
+
+    @functools.cached_property
+    def sys_admin(self) -> bool:
+        return bool(_read_capeff() >> _CAP_SYS_ADMIN & 1)
+
+    @functools.cached_property
+    def pid_ns_init(self) -> bool:
+        return os.getpid() == 1
+
+    @functools.cached_property
+    def pid_ns_for_children_differs(self) -> bool:
+        return _pid_ns_for_children_differs()
+
+    @functools.cached_property
+    def chrooted(self) -> bool:
+        return _chrooted()
+
+    @functools.cached_property
+    def ids_mapped(self) -> bool:
+        return _ids_mapped()
+
+    def describe(self) -> str:
+        return CallerState.current().describe()
+
+
 def _read_capeff() -> int:
     try:
         with open("/proc/thread-self/status") as f:
@@ -218,7 +250,7 @@ class Call:
     api: str
     flags: int
     exit_signal: int
-    caller: CallerState
+    caller: CallerState | _LiveCaller
 
     def has(self, flags: int) -> bool:
         """True if every bit of ``flags`` is set."""
@@ -263,8 +295,9 @@ def _call(
         elif not 0 <= exit_signal <= _MASK64:
             raise ValueError(f"exit_signal must fit in 64 unsigned bits, not {exit_signal}")
         word = flags
+    caller: CallerState | _LiveCaller
     if privileged is None:
-        caller = CallerState.current()
+        caller = _LiveCaller()
     elif isinstance(privileged, CallerState):
         caller = privileged
     elif privileged is True:

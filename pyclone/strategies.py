@@ -76,7 +76,11 @@ def _repair(flags: int, api: str, exit_signal: int, caller: CallerState) -> int:
 
 
 def _caller(privileged: bool | CallerState | None) -> CallerState:
-    return _call(0, "clone3", 0, privileged).caller
+    if privileged is None:
+        return CallerState.current()  # read once, when the strategy is built
+    caller = _call(0, "clone3", 0, privileged).caller
+    assert isinstance(caller, CallerState)
+    return caller
 
 
 def clone_flags(
