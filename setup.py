@@ -12,7 +12,7 @@ setup(
     ext_modules=[
         Extension(
             "pyclone._pyclone",
-            sources=["src/_pyclone.c"],
+            sources=["src/_pyclone.c", "src/_pyclone_internal.c"],
             extra_compile_args=extra,
         )
     ]

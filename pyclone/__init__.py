@@ -43,6 +43,7 @@ from ._pyclone import (
     kcmp,
 )
 from .actions import ActionError
+from .borrowed import abandoned_thread_states, child_exec, child_exit
 from .cgroup import Cgroup, CgroupUnavailable
 from .clone3_api import CloneArgumentError, clone3
 from .errors import ChildError, TimeoutExpired, UnsupportedFlags
@@ -101,6 +102,9 @@ __all__ = [
     "TimeoutExpired",
     "UnsupportedFlags",
     "actions",
+    "abandoned_thread_states",
+    "child_exec",
+    "child_exit",
     "clone",
     "clone3",
     "explain",

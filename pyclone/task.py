@@ -99,6 +99,7 @@ class Task:
         result_fd: int | None = None,
         kept_fds: list[int] | None = None,
         run: _pyclone._action_run | None = None,
+        shared_outcome: list[tuple[Any, ...]] | None = None,
     ) -> None:
         self.pid = pid
         self.flags = flags if type(flags) is CloneFlag else CloneFlag(flags)
@@ -110,7 +111,7 @@ class Task:
         self._result_fd = result_fd
         self._kept_fds = list(kept_fds or ())
         self._buffer = bytearray()
-        self._has_result = result_fd is not None
+        self._has_result = result_fd is not None or shared_outcome is not None
         self._result_read = False
         self._async_wait: asyncio.Task[None] | None = None
         self._async_waiters = 0
@@ -122,6 +123,8 @@ class Task:
         self._is_thread = run is not None and self.tgid != pid
         self._action_error: OSError | None = None
         self._creator_tid = threading.get_native_id()
+        # CLONE_VM children write their outcome straight into this list
+        self._shared_outcome = shared_outcome
 
     # -- waiting -----------------------------------------------------------
 
@@ -429,7 +432,9 @@ class Task:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the task and return what its target returned.
 
-        The value is pickled in the child and sent back over a pipe.  If the
+        The value is pickled in the child and sent back over a pipe; a
+        CLONE_VM child shares this memory, so its value (or exception) is
+        the object itself, not a copy.  If the
         target raised, :class:`pyclone.ChildError` is raised here with the
         child's exception as ``__cause__`` and its traceback text in
         ``remote_traceback``; it is also raised when the task ended without
@@ -448,6 +453,8 @@ class Task:
         if not self._has_result:
             raise ValueError(f"{self!r} has no result channel (its target was not a callable)")
         self.wait(timeout)
+        if self._shared_outcome is not None:
+            return self._shared_result()
         if len(self._buffer) < _FRAME.size or not self._frame_complete():
             raise ChildError(
                 f"task {self.pid} {_describe_end(self.returncode)} without returning a result",
@@ -467,6 +474,25 @@ class Task:
         if exc is not None:
             raise error from exc
         raise error
+
+    def _shared_result(self) -> Any:
+        """The outcome a CLONE_VM child left in shared memory (the objects themselves)."""
+        assert self._shared_outcome is not None
+        if not self._shared_outcome:
+            raise ChildError(
+                f"task {self.pid} {_describe_end(self.returncode)} without returning a result",
+                returncode=self.returncode,
+            )
+        outcome = self._shared_outcome[0]
+        if outcome[0] == "ok":
+            return outcome[1]
+        _, exc, text = outcome
+        raise ChildError(
+            f"task {self.pid} raised {type(exc).__qualname__}: {exc}",
+            exception=exc,
+            remote_traceback=text,
+            returncode=self.returncode,
+        ) from exc
 
     # -- signals -----------------------------------------------------------
 
@@ -914,6 +940,20 @@ def _spawn(
     if int(flags) & (_THREAD | _PARENT):
         exit_signal = 0
     _cleanup()
+    if flags & CloneFlag.VM and not flags & CloneFlag.THREAD:
+        # a Python callable on the borrowed interpreter (pyclone.borrowed)
+        from .borrowed import _spawn_borrowed
+
+        pid, pidfd, outcome = _spawn_borrowed(
+            target,
+            args,
+            kw,
+            flags,
+            exit_signal=exit_signal,
+            create=_create,
+            before_start=before_start,
+        )
+        return Task(pid, flags=flags, exit_signal=exit_signal, pidfd=pidfd, shared_outcome=outcome)
 
     cgroup_fd = cgroup._v2_fd if cgroup is not None else None
     gated = before_start is not None or cgroup is not None or child_prepare is not None

@@ -271,11 +271,16 @@ system_exit_status(void)
     return status;
 }
 
+/* Pid of this process if it is a fork-like child made by pyclone (for
+ * pyclone.child_exit/child_exec), else 0. */
+static pid_t forklike_child_pid;
+
 /* Run fn() in a fork-like child and never return. */
 static void _Py_NO_RETURN
 child_run_callable(PyObject *fn)
 {
     int status;
+    forklike_child_pid = getpid();
     PyObject *r = PyObject_CallNoArgs(fn);
     if (r == NULL) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
@@ -373,6 +378,867 @@ raise_clone_error(PyObject *module, int err, const clone_request *req)
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
+/* ================================================================== */
+/* Borrowed interpreter: a Python callable in a CLONE_VM child.
+ *
+ * The child shares the caller's memory, so it cannot have an interpreter
+ * of its own: it borrows the caller's.  That is only safe while the caller
+ * is suspended, i.e. with CLONE_VFORK, and only on GIL builds whose thread
+ * state layout we know (3.10 to 3.13).  The sequence (measured design, see
+ * docs/limits.rst):
+ *
+ *   parent: create a fresh PyThreadState for the child; block every
+ *           signal; glibc clone() with a stack carved below the caller's
+ *           own stack pointer (or an mmap'ed one) and vm_child_main as the
+ *           function.  The caller sleeps in the kernel until the child
+ *           execs or exits.
+ *   child:  swap the fresh thread state in, run fn() with signals still
+ *           blocked, swap the caller's back, free the fresh one, and
+ *           release the GIL on the suspended caller's behalf (as
+ *           _posixsubprocess does around vfork); then exec or exit.
+ *   parent: take the GIL back.  If the child never got that far (os._exit,
+ *           os.execv, SIGKILL), recover the caller's thread state, sever
+ *           the dead child's frame chain from the dead stack, and leak the
+ *           child's thread state: freeing it is a use-after-free through
+ *           any frame object the child created.
+ *
+ * PyOS_AfterFork_* must never run here: they would reinitialise the locks
+ * and thread states the caller shares.
+ */
+
+#include "_pyclone_internal.h"
+#include <pthread.h>
+#include <sys/mman.h>
+
+#ifndef Py_NO_INLINE /* 3.10 */
+#define Py_NO_INLINE __attribute__((noinline))
+#endif
+
+#if !defined(Py_GIL_DISABLED) && PY_VERSION_HEX >= 0x030A0000 && \
+    PY_VERSION_HEX < 0x030E0000
+#define VM_SUPPORTED 1
+#else
+#define VM_SUPPORTED 0
+#endif
+
+/* Room left between the caller's stack pointer and the child's stack: the
+ * parent's path into the kernel (the clone wrapper, a lazy PLT resolve with
+ * its xsave area, a signal frame) must not reach the child's frames. */
+#define VM_STACK_GAP (64 * 1024)
+/* Smallest child stack on the caller's stack before we refuse. */
+#define VM_MIN_CALLER_STACK (1024 * 1024)
+/* Smallest separate stack: the main thread's default (RLIMIT_STACK); with
+ * less, deep C recursion overflows before the interpreter's counters. */
+#define VM_MIN_MMAP_STACK (8 * 1024 * 1024)
+
+enum vm_stage {
+    VM_INIT = 0,     /* child has not swapped its thread state in */
+    VM_ATTACHED = 1, /* child is running Python */
+    VM_RETURNED = 2, /* fn() is over; the child is tearing down */
+    VM_BACK = 3,     /* the caller's thread state is current again */
+    VM_DONE = 4,     /* GIL released on the caller's behalf */
+};
+
+typedef struct vm_ctx {
+    PyObject *fn;
+    PyObject *context;           /* copy of the caller's contextvars */
+    PyThreadState *caller_ts;
+    PyThreadState *child_ts;
+    unsigned long long flags;
+    sigset_t orig_mask;
+    struct vm_ctx *next;         /* list of children running now */
+    /* written by the child; read with __atomic loads (H20) */
+    int stage;
+    pid_t child_pid;
+    PyThreadState *saved;        /* the caller's, from PyEval_SaveThread */
+    int status;
+    int exec_requested;
+    char *exec_path;             /* PyMem_RawMalloc'ed by the child */
+    char **exec_argv;
+    char **exec_envp;
+    int exec_errno;
+    const char *exec_step;
+    long threads_left;           /* threads the child left running */
+} vm_ctx;
+
+/* Protected by the GIL. */
+static vm_ctx *vm_running;
+static Py_ssize_t vm_abandoned;
+static int vm_gc_users;
+static int vm_gc_was_enabled;
+static int vm_hook_installed;
+static PyObject *vm_ExitRequest; /* BaseException subclasses */
+static PyObject *vm_ExecRequest;
+
+/* The running child whose thread state is current in this process, if any.
+ * In a fork-like grandchild the list is a stale copy: the pid check tells. */
+static vm_ctx *
+vm_current_child(void)
+{
+    if (vm_running == NULL) {
+        return NULL;
+    }
+    PyThreadState *ts = pyclone_tstate_unchecked();
+    for (vm_ctx *c = vm_running; c != NULL; c = c->next) {
+        if (c->child_ts == ts &&
+            __atomic_load_n(&c->child_pid, __ATOMIC_ACQUIRE) == getpid()) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* Threads started in a CLONE_VM child belong to the child's process but
+ * run in the caller's memory; when the child execs or exits they die
+ * wherever they are (holding the GIL, inside malloc) and the caller hangs
+ * (measured).  Refuse them where Python starts them. */
+static int
+vm_audit_hook(const char *event, PyObject *Py_UNUSED(args),
+              void *Py_UNUSED(data))
+{
+    if (vm_running == NULL || strncmp(event, "_thread.start_", 14) != 0) {
+        return 0;
+    }
+    if (vm_current_child() != NULL) {
+        PyErr_SetString(
+            PyExc_RuntimeError,
+            "cannot start a thread in a CLONE_VM child: it would run in the "
+            "caller's memory and die wherever it is when the child exits or "
+            "execs, which can hang the caller; start threads in the parent, "
+            "or use a child without CLONE_VM");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+vm_check(PyObject *module, const clone_request *req)
+{
+    unsigned long long f = req->flags;
+#if !VM_SUPPORTED
+    (void)f;
+#ifdef Py_GIL_DISABLED
+    raise_unsupported(
+        module,
+        "CLONE_VM with a Python callable is refused on free-threaded "
+        "builds: the child would run concurrently with the caller's other "
+        "threads on a borrowed thread identity; drop CLONE_VM or use a "
+        "pyclone.actions action");
+#else
+    raise_unsupported(
+        module,
+        "CLONE_VM with a Python callable is not supported on Python %d.%d: "
+        "pyclone only knows how to borrow the interpreter safely on "
+        "3.10-3.13; drop CLONE_VM or use a pyclone.actions action",
+        PY_MAJOR_VERSION, PY_MINOR_VERSION);
+#endif
+    return -1;
+#else
+    if (!(f & F_VFORK)) {
+        raise_unsupported(
+            module,
+            "CLONE_VM without CLONE_VFORK with a Python callable is refused: "
+            "the child would run Python in the caller's memory while the "
+            "caller runs too; add CLONE_VFORK (the caller then waits until "
+            "the child exits or execs) or use a pyclone.actions action");
+        return -1;
+    }
+    if ((f & F_SIGHAND) && (f & F_NEWPID)) {
+        raise_unsupported(
+            module,
+            "CLONE_SIGHAND|CLONE_NEWPID is refused with CLONE_VM: when the "
+            "child, init of the new pid namespace, exits, the kernel sets "
+            "SIGCHLD to SIG_IGN in the shared signal handlers and the "
+            "caller stops being able to wait for its children; drop "
+            "CLONE_SIGHAND");
+        return -1;
+    }
+    if (req->api == API_CLONE3) {
+        /* No clone3 trampoline here: serve the request with the legacy
+         * clone() wrapper when it can express it. */
+        const char *why = NULL;
+        if (f >> 32) {
+            why = "flags above the low 32 bits";
+        }
+        else if (f & F_NEWTIME) {
+            why = "CLONE_NEWTIME";
+        }
+        else if (req->set_tid_size > 0) {
+            why = "set_tid";
+        }
+        else if (req->cgroup_fd >= 0) {
+            why = "cgroup";
+        }
+        else if ((f & F_PIDFD) && (f & F_PARENT_SETTID)) {
+            why = "CLONE_PIDFD together with CLONE_PARENT_SETTID";
+        }
+        else if (req->exit_signal > 0xff) {
+            why = "this exit_signal";
+        }
+        if (why != NULL) {
+            raise_unsupported(
+                module,
+                "clone3() with CLONE_VM and a Python callable is served by "
+                "clone(2), which cannot express %s; drop it, or use a "
+                "pyclone.actions action",
+                why);
+            return -1;
+        }
+    }
+    if (req->stack_size != 0 && req->stack_size < VM_MIN_MMAP_STACK) {
+        PyErr_Format(PyExc_ValueError,
+                     "stack_size %zd is too small for a Python child: use 0 "
+                     "(run on the caller's stack) or at least %d bytes",
+                     req->stack_size, VM_MIN_MMAP_STACK);
+        return -1;
+    }
+    (void)module;
+    return 0;
+#endif
+}
+
+#if VM_SUPPORTED
+
+/* Copy a sequence of bytes objects into a NULL-terminated char* array in
+ * raw memory (shared with the parent, which frees it).  NULL on error. */
+static char **
+vm_copy_strings(PyObject *seq)
+{
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of bytes");
+    if (fast == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    char **out = PyMem_RawCalloc((size_t)n + 1, sizeof(char *));
+    if (out == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        char *data;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(item, &data, &len) < 0) {
+            goto fail;
+        }
+        if ((Py_ssize_t)strlen(data) != len) {
+            PyErr_SetString(PyExc_ValueError, "embedded null byte");
+            goto fail;
+        }
+        out[i] = PyMem_RawMalloc((size_t)len + 1);
+        if (out[i] == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        memcpy(out[i], data, (size_t)len + 1);
+    }
+    Py_DECREF(fast);
+    return out;
+fail:
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyMem_RawFree(out[i]);
+    }
+    PyMem_RawFree(out);
+    Py_DECREF(fast);
+    return NULL;
+}
+
+static void
+vm_free_strings(char **v)
+{
+    if (v != NULL) {
+        for (char **p = v; *p != NULL; p++) {
+            PyMem_RawFree(*p);
+        }
+        PyMem_RawFree(v);
+    }
+}
+
+/* The pending exception is an exec request: keep its arguments. */
+static int
+vm_take_exec_request(vm_ctx *ctx)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    int status = 1;
+    PyObject *args = value ? PyObject_GetAttrString(value, "args") : NULL;
+    if (args == NULL || !PyTuple_Check(args) || PyTuple_GET_SIZE(args) != 3) {
+        PyErr_SetString(PyExc_TypeError, "malformed exec request");
+        goto done;
+    }
+    PyObject *path = PyTuple_GET_ITEM(args, 0);
+    if (!PyBytes_Check(path)) {
+        PyErr_SetString(PyExc_TypeError, "exec request path must be bytes");
+        goto done;
+    }
+    ctx->exec_path = PyMem_RawMalloc((size_t)PyBytes_GET_SIZE(path) + 1);
+    if (ctx->exec_path == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(ctx->exec_path, PyBytes_AS_STRING(path),
+           (size_t)PyBytes_GET_SIZE(path) + 1);
+    ctx->exec_argv = vm_copy_strings(PyTuple_GET_ITEM(args, 1));
+    if (ctx->exec_argv == NULL) {
+        goto done;
+    }
+    ctx->exec_envp = vm_copy_strings(PyTuple_GET_ITEM(args, 2));
+    if (ctx->exec_envp == NULL) {
+        goto done;
+    }
+    ctx->exec_requested = 1;
+    status = 127; /* if execve fails */
+done:
+    if (PyErr_Occurred()) {
+        PyErr_PrintEx(0);
+    }
+    Py_XDECREF(args);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return status;
+}
+
+static int
+vm_status_of(PyObject *r)
+{
+    if (r == Py_None) {
+        return 0;
+    }
+    if (PyLong_Check(r)) {
+        int overflow = 0;
+        long v = PyLong_AsLongAndOverflow(r, &overflow);
+        if ((v == -1 && PyErr_Occurred()) || overflow) {
+            PyErr_Clear();
+            return 1;
+        }
+        return (int)v;
+    }
+    PySys_WriteStderr(
+        "pyclone: the child function returned a %.100s, "
+        "expected an int exit status or None\n",
+        Py_TYPE(r)->tp_name);
+    return 1;
+}
+
+/* Run fn() in the copied context and turn the outcome into a status.
+ * Never leaves an exception set. */
+static int
+vm_child_run(vm_ctx *ctx)
+{
+    int status;
+    if (PyContext_Enter(ctx->context) < 0) {
+        PyErr_PrintEx(0);
+        return 1;
+    }
+    PyObject *r = PyObject_CallNoArgs(ctx->fn);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyContext_Exit(ctx->context) < 0) {
+        PyErr_Clear();
+    }
+    PyErr_Restore(type, value, tb);
+    if (r != NULL) {
+        status = vm_status_of(r);
+        Py_DECREF(r);
+        return status;
+    }
+    if (PyErr_ExceptionMatches(vm_ExitRequest)) {
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyObject *args =
+            value ? PyObject_GetAttrString(value, "args") : NULL;
+        status = 1;
+        if (args != NULL && PyTuple_Check(args) &&
+            PyTuple_GET_SIZE(args) == 1) {
+            status = vm_status_of(PyTuple_GET_ITEM(args, 0));
+        }
+        PyErr_Clear();
+        Py_XDECREF(args);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return status;
+    }
+    if (PyErr_ExceptionMatches(vm_ExecRequest)) {
+        return vm_take_exec_request(ctx);
+    }
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
+        return system_exit_status();
+    }
+    /* not PyErr_Print(): sys.last_exc is shared with the caller */
+    PyErr_PrintEx(0);
+    return 1;
+}
+
+/* Only async-signal-safe calls from here: no GIL, no Python. */
+static void _Py_NO_RETURN
+vm_child_exec(vm_ctx *ctx)
+{
+    if (!(ctx->flags & F_SIGHAND)) {
+        /* Our dispositions are a private copy: a handler left installed
+         * would run CPython's C handler in the caller's memory if a signal
+         * came between the unmask and the exec. */
+        for (int sig = 1; sig < NSIG; sig++) {
+            struct sigaction sa;
+            if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_IGN &&
+                sa.sa_handler != SIG_DFL) {
+                sa.sa_handler = SIG_DFL;
+                sa.sa_flags = 0;
+                sigemptyset(&sa.sa_mask);
+                (void)sigaction(sig, &sa, NULL);
+            }
+        }
+    }
+    (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &ctx->orig_mask, NULL,
+                  (size_t)(_NSIG / 8));
+    (void)syscall(SYS_execve, ctx->exec_path, ctx->exec_argv, ctx->exec_envp);
+    __atomic_store_n(&ctx->exec_step, "execve", __ATOMIC_RELAXED);
+    __atomic_store_n(&ctx->exec_errno, errno, __ATOMIC_RELEASE);
+    for (;;) {
+        syscall(SYS_exit, 127);
+    }
+}
+
+/* The child's entry point, called by glibc's clone() on the child stack.
+ * Not inlined: it must not share a frame with the caller's code. */
+static Py_NO_INLINE int
+vm_child_main(void *arg)
+{
+    vm_ctx *ctx = arg;
+    __atomic_store_n(&ctx->child_pid, (pid_t)syscall(SYS_getpid),
+                     __ATOMIC_RELEASE);
+    pyclone_gilstate_bind(ctx->child_ts);
+    PyThreadState_Swap(ctx->child_ts);
+    __atomic_store_n(&ctx->stage, VM_ATTACHED, __ATOMIC_RELEASE);
+#if PY_VERSION_HEX >= 0x030B0000
+    ctx->child_ts->native_thread_id = (unsigned long)syscall(SYS_gettid);
+#endif
+
+    int status = vm_child_run(ctx);
+    flush_std_streams();
+    long n = count_threads();
+    if (n > 1) {
+        /* started without Python's thread API (a C library): they keep
+         * running in the caller's memory; report it */
+        __atomic_store_n(&ctx->threads_left, n - 1, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&ctx->status, status, __ATOMIC_RELEASE);
+    __atomic_store_n(&ctx->stage, VM_RETURNED, __ATOMIC_RELEASE);
+
+    PyThreadState_Clear(ctx->child_ts);
+    pyclone_gilstate_bind(ctx->caller_ts);
+    PyThreadState_Swap(ctx->caller_ts);
+    __atomic_store_n(&ctx->stage, VM_BACK, __ATOMIC_RELEASE);
+    PyThreadState_Delete(ctx->child_ts);
+    PyThreadState *saved = PyEval_SaveThread();
+    __atomic_store_n(&ctx->saved, saved, __ATOMIC_RELEASE);
+    __atomic_store_n(&ctx->stage, VM_DONE, __ATOMIC_RELEASE);
+
+    if (ctx->exec_requested) {
+        vm_child_exec(ctx);
+    }
+    return status; /* glibc's clone() then calls exit(2) with it */
+}
+
+/* Issue the clone.  Not inlined, so that its frame (and everything the
+ * parent runs until the child is gone) stays above the child's stack. */
+static Py_NO_INLINE pid_t
+vm_do_clone(vm_ctx *ctx, char *stack_top, int word, int *ptid, int *ctid,
+            int *err)
+{
+    if (stack_top == NULL) {
+        char *here = (char *)__builtin_frame_address(0);
+        stack_top = (char *)(((uintptr_t)(here - VM_STACK_GAP)) &
+                             ~(uintptr_t)63);
+    }
+    pid_t pid = clone(vm_child_main, stack_top, word, ctx, ptid, NULL, ctid);
+    if (pid < 0) {
+        *err = errno; /* errno is shared with the child: read it now only */
+    }
+    return pid;
+}
+
+/* Bytes of stack left below the caller's stack pointer, or -1. */
+static Py_NO_INLINE Py_ssize_t
+vm_caller_stack_room(void)
+{
+    pthread_attr_t attr;
+    void *lo;
+    size_t size;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) {
+        return -1;
+    }
+    int rc = pthread_attr_getstack(&attr, &lo, &size);
+    size_t guard = 0;
+    (void)pthread_attr_getguardsize(&attr, &guard);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        return -1;
+    }
+    char *here = (char *)__builtin_frame_address(0);
+    char *low = (char *)lo + guard;
+    return here > low ? (Py_ssize_t)(here - low) - 2 * VM_STACK_GAP : -1;
+}
+
+static void
+vm_close(int fd)
+{
+    if (fd >= 0) {
+        close(fd);
+    }
+}
+
+static void
+vm_gc_hold(void)
+{
+    if (vm_gc_users++ == 0) {
+        vm_gc_was_enabled = PyGC_Disable();
+    }
+}
+
+static void
+vm_gc_release(void)
+{
+    if (--vm_gc_users == 0 && vm_gc_was_enabled) {
+        PyGC_Enable();
+    }
+}
+
+static void
+vm_unlink(vm_ctx *ctx)
+{
+    for (vm_ctx **p = &vm_running; *p != NULL; p = &(*p)->next) {
+        if (*p == ctx) {
+            *p = ctx->next;
+            return;
+        }
+    }
+}
+
+/* The child left without handing the GIL back (os._exit, os.execv, a
+ * signal).  Called with every signal blocked, before anything reuses the
+ * child's stack.  Returns 1 when the child's thread state was abandoned. */
+static int
+vm_recover(vm_ctx *ctx, int stage)
+{
+    pyclone_gilstate_bind(ctx->caller_ts);
+    PyThreadState *cur = pyclone_tstate_unchecked();
+    if (cur == ctx->caller_ts) {
+        /* the caller still holds the GIL: nothing to take back */
+    }
+    else if (cur == ctx->child_ts) {
+        /* the child died holding the GIL: hand it to the caller */
+        PyThreadState_Swap(ctx->caller_ts);
+    }
+    else {
+        /* the child died with the GIL released (or after releasing it on
+         * our behalf): wait for it like any thread */
+        PyEval_RestoreThread(ctx->caller_ts);
+    }
+    if (stage == VM_INIT) {
+        /* never used: safe to free */
+        PyThreadState_Clear(ctx->child_ts);
+        PyThreadState_Delete(ctx->child_ts);
+        return 0;
+    }
+    if (stage >= VM_BACK) {
+        return 0; /* already cleared and (being) freed by the child */
+    }
+    pyclone_sever(ctx->child_ts);
+    return 1;
+}
+
+static PyObject *
+spawn_borrowed(PyObject *module, clone_request *req)
+{
+    char *stack = NULL;
+    size_t stack_len = 0;
+    char *stack_top = NULL;
+
+    if (req->stack_size > 0) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        stack_len = ((size_t)req->stack_size + page - 1) / page * page + page;
+        stack = mmap(NULL, stack_len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (mprotect(stack, page, PROT_NONE) < 0) { /* guard page */
+            PyErr_SetFromErrno(PyExc_OSError);
+            munmap(stack, stack_len);
+            return NULL;
+        }
+        stack_top = stack + stack_len;
+    }
+    else {
+        Py_ssize_t room = vm_caller_stack_room();
+        if (room >= 0 && room < VM_MIN_CALLER_STACK) {
+            PyErr_Format(
+                PyExc_RuntimeError,
+                "only %zd KiB of stack are left below this call, too little "
+                "for a Python child on the caller's stack; pass stack_size "
+                ">= %d to give the child a stack of its own",
+                room / 1024, VM_MIN_MMAP_STACK);
+            return NULL;
+        }
+    }
+
+    if (!vm_hook_installed) {
+        if (PySys_AddAuditHook(vm_audit_hook, NULL) < 0) {
+            goto fail_stack;
+        }
+        vm_hook_installed = 1;
+    }
+
+    vm_ctx ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.fn = req->fn;
+    ctx.flags = req->flags;
+    ctx.caller_ts = PyThreadState_Get();
+    ctx.context = PyContext_CopyCurrent();
+    if (ctx.context == NULL) {
+        goto fail_stack;
+    }
+    ctx.child_ts =
+        PyThreadState_New(PyThreadState_GetInterpreter(ctx.caller_ts));
+    if (ctx.child_ts == NULL) {
+        Py_DECREF(ctx.context);
+        PyErr_NoMemory();
+        goto fail_stack;
+    }
+    Py_INCREF(ctx.fn);
+
+    unsigned long long flags = req->flags & 0xffffffffULL;
+    int word = (int)(unsigned int)(flags | (unsigned)(req->exit_signal & 0xff));
+    int ptid = -1, ctid = 0, err = 0;
+
+    ctx.next = vm_running;
+    vm_running = &ctx;
+    /* the child must not collect the caller's garbage: finalizers would
+     * act on the child's process (its own fd table, for one) */
+    vm_gc_hold();
+
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &ctx.orig_mask);
+    pid_t pid = vm_do_clone(&ctx, stack_top, word, &ptid, &ctid, &err);
+    int stage = __atomic_load_n(&ctx.stage, __ATOMIC_ACQUIRE);
+    int abandoned = 0;
+    if (pid > 0 && stage == VM_DONE) {
+        PyEval_RestoreThread(__atomic_load_n(&ctx.saved, __ATOMIC_ACQUIRE));
+    }
+    else if (pid > 0) {
+        abandoned = vm_recover(&ctx, stage);
+    }
+    pthread_sigmask(SIG_SETMASK, &ctx.orig_mask, NULL);
+
+    vm_gc_release();
+    vm_unlink(&ctx);
+    if (stack != NULL) {
+        munmap(stack, stack_len); /* after the sever */
+    }
+    vm_free_strings(ctx.exec_argv);
+    vm_free_strings(ctx.exec_envp);
+
+    if (pid < 0) {
+        PyThreadState_Clear(ctx.child_ts);
+        PyThreadState_Delete(ctx.child_ts);
+        Py_DECREF(ctx.context);
+        Py_DECREF(ctx.fn);
+        PyMem_RawFree(ctx.exec_path);
+        return raise_clone_error(module, err, req);
+    }
+    if (abandoned) {
+        /* the dead child's frames may still hold these */
+        vm_abandoned++;
+        if (PyErr_WarnFormat(
+                PyExc_ResourceWarning, 1,
+                "CLONE_VM child %d left without returning (os._exit, an "
+                "exec or a signal); its thread state was abandoned and "
+                "stays allocated; leave through pyclone.child_exit() or "
+                "pyclone.child_exec() instead",
+                (int)pid) < 0) {
+            PyErr_WriteUnraisable(NULL);
+        }
+    }
+    else {
+        Py_DECREF(ctx.context);
+        Py_DECREF(ctx.fn);
+    }
+
+    long threads_left = __atomic_load_n(&ctx.threads_left, __ATOMIC_ACQUIRE);
+    if (threads_left > 0 &&
+        PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                         "CLONE_VM child %d returned with %ld thread(s) of "
+                         "its own still running in this process's memory",
+                         (int)pid, threads_left) < 0) {
+        PyErr_WriteUnraisable(NULL);
+    }
+
+    int pidfd = (flags & F_PIDFD) ? ptid : -1;
+    int exec_errno = __atomic_load_n(&ctx.exec_errno, __ATOMIC_ACQUIRE);
+    if (ctx.exec_requested && exec_errno != 0) {
+        /* like subprocess: the child is gone; reap it and say why */
+        if (!(flags & F_PARENT)) {
+            while (waitpid(pid, NULL, WALL_OPTION) < 0 && errno == EINTR) {
+            }
+        }
+        vm_close(pidfd);
+        PyObject *path = PyUnicode_DecodeFSDefault(ctx.exec_path);
+        PyMem_RawFree(ctx.exec_path);
+        if (path == NULL) {
+            return NULL;
+        }
+        PyObject *msg = PyUnicode_FromFormat(
+            "child_exec: %s(%R) failed in CLONE_VM child %d: %s",
+            ctx.exec_step ? ctx.exec_step : "execve", path, (int)pid,
+            strerror(exec_errno));
+        Py_DECREF(path);
+        if (msg != NULL) {
+            PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO",
+                                                  exec_errno, msg);
+            Py_DECREF(msg);
+            if (exc != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+        }
+        return NULL;
+    }
+    PyMem_RawFree(ctx.exec_path);
+
+    if (req->api == API_CLONE) {
+        vm_close(pidfd); /* as in the fork-like path */
+        return PyLong_FromLong(pid);
+    }
+    if (!req->want_pidfd) {
+        vm_close(pidfd);
+        return Py_BuildValue("(iO)", pid, Py_None);
+    }
+    return Py_BuildValue("(ii)", pid, pidfd);
+
+fail_stack:
+    if (stack != NULL) {
+        munmap(stack, stack_len);
+    }
+    return NULL;
+}
+
+#else /* !VM_SUPPORTED */
+
+static vm_ctx *vm_running;
+static Py_ssize_t vm_abandoned;
+static PyObject *vm_ExitRequest;
+static PyObject *vm_ExecRequest;
+
+static vm_ctx *
+vm_current_child(void)
+{
+    return NULL;
+}
+
+static PyObject *
+spawn_borrowed(PyObject *module, clone_request *req)
+{
+    vm_check(module, req);
+    return NULL;
+}
+
+#endif /* VM_SUPPORTED */
+
+PyDoc_STRVAR(abandoned_doc,
+             "abandoned_thread_states($module, /)\n"
+             "--\n\n"
+             "How many thread states CLONE_VM children abandoned.\n\n"
+             "A child that leaves without returning from its function\n"
+             "(os._exit, os.execv, a signal) leaves a thread state with live\n"
+             "frames behind; pyclone cuts it loose and keeps it allocated\n"
+             "(freeing it could crash the interpreter).  Leave through\n"
+             "child_exit()/child_exec() to avoid the leak.");
+
+static PyObject *
+pyclone_abandoned(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(arg))
+{
+    return PyLong_FromSsize_t(vm_abandoned);
+}
+
+PyDoc_STRVAR(child_kind_doc,
+             "_child_kind($module, /)\n"
+             "--\n\n"
+             "'vm' in a CLONE_VM child running Python, 'fork' in a fork-like\n"
+             "child made by pyclone, else None.");
+
+static PyObject *
+pyclone_child_kind(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(arg))
+{
+    if (vm_current_child() != NULL) {
+        return PyUnicode_FromString("vm");
+    }
+    if (forklike_child_pid != 0 && forklike_child_pid == getpid()) {
+        return PyUnicode_FromString("fork");
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(vm_supported_doc,
+             "_vm_supported($module, /)\n"
+             "--\n\n"
+             "True if this interpreter can run Python in CLONE_VM children.");
+
+static PyObject *
+pyclone_vm_supported(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(arg))
+{
+    return PyBool_FromLong(VM_SUPPORTED);
+}
+
+#define VM_METHODS                                                          \
+    {"abandoned_thread_states", pyclone_abandoned, METH_NOARGS,             \
+     abandoned_doc},                                                        \
+    {"_child_kind", pyclone_child_kind, METH_NOARGS, child_kind_doc},       \
+    {"_vm_supported", pyclone_vm_supported, METH_NOARGS, vm_supported_doc},
+
+static int
+vm_module_init(PyObject *module)
+{
+    if (vm_ExitRequest == NULL) {
+        vm_ExitRequest = PyErr_NewExceptionWithDoc(
+            "pyclone._pyclone._ChildExit",
+            "Raised by pyclone.child_exit() in a CLONE_VM child; caught by "
+            "pyclone once every frame has unwound.",
+            PyExc_BaseException, NULL);
+        if (vm_ExitRequest == NULL) {
+            return -1;
+        }
+    }
+    if (vm_ExecRequest == NULL) {
+        vm_ExecRequest = PyErr_NewExceptionWithDoc(
+            "pyclone._pyclone._ChildExec",
+            "Raised by pyclone.child_exec() in a CLONE_VM child; caught by "
+            "pyclone once every frame has unwound.",
+            PyExc_BaseException, NULL);
+        if (vm_ExecRequest == NULL) {
+            return -1;
+        }
+    }
+    if (PyModule_AddObject(module, "_ChildExit", Py_NewRef(vm_ExitRequest)) <
+        0) {
+        Py_DECREF(vm_ExitRequest);
+        return -1;
+    }
+    if (PyModule_AddObject(module, "_ChildExec", Py_NewRef(vm_ExecRequest)) <
+        0) {
+        Py_DECREF(vm_ExecRequest);
+        return -1;
+    }
+    return 0;
+}
+
+/* End of the borrowed-interpreter section. */
+/* ================================================================== */
+
 /* Checks that keep the caller safe. Returns 0, or -1 with an exception. */
 static int
 check_request(PyObject *module, clone_request *req)
@@ -402,13 +1268,7 @@ check_request(PyObject *module, clone_request *req)
             "pyclone.actions action as the child");
         return -1;
     }
-    if (f & F_VM) {
-        raise_unsupported(
-            module,
-            "CLONE_VM with a Python callable is not supported by this "
-            "build: the child would run Python in the caller's memory; "
-            "drop CLONE_VM (copy-on-write child) or use a pyclone.actions "
-            "action");
+    if ((f & F_VM) && vm_check(module, req) < 0) {
         return -1;
     }
     if (!Py_IsInitialized() || is_finalizing()) {
@@ -2081,6 +2941,9 @@ do_spawn(PyObject *module, clone_request *req)
                     req->exit_signal) < 0) {
         return NULL;
     }
+    if (req->flags & F_VM) {
+        return spawn_borrowed(module, req);
+    }
     return spawn_forklike(module, req);
 }
 
@@ -2859,6 +3722,7 @@ static PyMethodDef module_methods[] = {
     {"_thread_count", pyclone_thread_count, METH_NOARGS, thread_count_doc},
     SANDBOX_METHODS
     ACTION_METHODS
+    VM_METHODS
     {NULL, NULL, 0, NULL},
 };
 
@@ -2906,6 +3770,9 @@ module_exec(PyObject *module)
     if (PyModule_AddObject(module, "UnsupportedFlags",
                            Py_NewRef(st->UnsupportedFlags)) < 0) {
         Py_DECREF(st->UnsupportedFlags);
+        return -1;
+    }
+    if (vm_module_init(module) < 0) {
         return -1;
     }
     return 0;
