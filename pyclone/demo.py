@@ -8,7 +8,7 @@ import signal
 from typing import Any
 
 from . import actions
-from ._pyclone import clone
+from ._pyclone import CLONE_VFORK, CLONE_VM, clone
 from .task import spawn_task
 
 _HELLO = b"hello from parent"
@@ -26,6 +26,23 @@ def run_copy_demo() -> int:
         return 0
 
     pid = clone(child, signal.SIGCHLD)
+    _, status = os.waitpid(pid, 0)
+    print(f'Child exited with status {status}. buf = "{_text(buf)}"', flush=True)
+    return 0
+
+
+def run_vm_demo() -> int:
+    """The same task with CLONE_VM|CLONE_VFORK: the child writes into the parent's ``buf``."""
+    buf = bytearray(100)
+    buf[: len(_HELLO)] = _HELLO
+
+    def child() -> int:
+        print(f'Child sees buf = "{_text(buf)}"', flush=True)
+        message = b"hello from child"
+        buf[: len(message) + 1] = message + b"\0"
+        return 0
+
+    pid = clone(child, CLONE_VM | CLONE_VFORK | signal.SIGCHLD)
     _, status = os.waitpid(pid, 0)
     print(f'Child exited with status {status}. buf = "{_text(buf)}"', flush=True)
     return 0
@@ -72,6 +89,8 @@ def _text(buf: bytearray) -> str:
 def _run(args: Any) -> int:
     if getattr(args, "which", None) == "thread":
         return run_thread_demo()
+    if getattr(args, "which", None) == "vm":
+        return run_vm_demo()
     return run_copy_demo()
 
 
@@ -86,7 +105,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "which",
         nargs="?",
-        choices=["thread"],
-        help="thread: a process task and a thread task side by side (pid, tgid, parent pid)",
+        choices=["thread", "vm"],
+        help="thread: a process task and a thread task side by side (pid, tgid, parent pid); "
+        "vm: share the memory (CLONE_VM|CLONE_VFORK), so the child writes into the parent's "
+        "buffer",
     )
     parser.set_defaults(func=_run)
