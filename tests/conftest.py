@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import faulthandler
 import gc
 import os
+import sys
+import tempfile
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -84,9 +89,35 @@ class Health:
         )
 
 
+def check_interpreter() -> None:
+    """Assert the interpreter's own structures are intact (research section 6).
+
+    Holding the GIL by this thread's PyGILState slot; every frame object
+    reachable by the collector can be walked through ``f_back`` with its
+    line number and locals; ``sys._current_frames()`` and
+    ``faulthandler.dump_traceback(all_threads=True)`` work.  A thread state
+    or frame chain left dangling by a child crashes here.
+    """
+    assert ctypes.pythonapi.PyGILState_Check() == 1
+    for obj in gc.get_objects():
+        if isinstance(obj, types.FrameType):
+            frame: types.FrameType | None = obj
+            while frame is not None:
+                assert frame.f_lineno is None or frame.f_lineno >= 0
+                frame.f_locals  # noqa: B018 - reading is the check
+                frame = frame.f_back
+    frames = sys._current_frames()
+    assert threading.get_ident() in frames
+    with tempfile.TemporaryFile() as out:
+        faulthandler.dump_traceback(out, all_threads=True)
+        out.seek(0)
+        assert b"most recent call first" in out.read()
+
+
 def check_health(before: Health) -> None:
     """Assert the parent is as it was: same thread state, fds, threads, signals, cwd, umask."""
     gc.collect()
+    check_interpreter()
     after = Health.take()
     # A thread that was joined may still be leaving the kernel's task list for a
     # few microseconds (pthread_join semantics): give it time before judging.

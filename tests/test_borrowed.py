@@ -1,0 +1,806 @@
+"""Python callables in CLONE_VM children (pyclone.borrowed, the borrowed interpreter).
+
+Cases that end normally (return, raise, SystemExit, child_exit, child_exec)
+run here, with two busy Python threads in this process and the ``healthy``
+check around them.  Cases that abandon a thread state (os._exit, os.execv,
+SIGKILL) or that could hang run in a worker process (tests/vm_worker.py) or
+a subprocess, each with a timeout: a bug fails the test instead of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import errno
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import WAIT, Health
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pyclone
+from pyclone import (
+    CLONE_FILES,
+    CLONE_FS,
+    CLONE_IO,
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    CLONE_PARENT,
+    CLONE_PTRACE,
+    CLONE_SETTLS,
+    CLONE_SIGHAND,
+    CLONE_SYSVSEM,
+    CLONE_THREAD,
+    CLONE_UNTRACED,
+    CLONE_VFORK,
+    CLONE_VM,
+    UnsupportedFlags,
+    child_exec,
+    child_exit,
+)
+from pyclone.borrowed import vm_supported
+
+VMV = CLONE_VM | CLONE_VFORK
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SH = "/bin/sh"
+MIB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def _needs_vm(request: pytest.FixtureRequest) -> None:
+    if not vm_supported() and request.node.name != "test_refused_where_unsupported":
+        pytest.skip(
+            "this interpreter cannot run Python in CLONE_VM children (free-threaded or "
+            "not 3.10-3.13); test_refused_where_unsupported checks the refusal"
+        )
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+# glibc installs its set*id signal handler when the first thread starts: do
+# that now, so the health snapshots around the busy threads compare equal.
+_warm = threading.Thread(target=int)
+_warm.start()
+_warm.join()
+
+
+@pytest.fixture
+def busy() -> Iterator[None]:
+    """Two Python threads computing in this process for the whole test."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        n = 0
+        while not stop.is_set():
+            n += sum(i * i for i in range(200))
+
+    threads = [threading.Thread(target=spin) for _ in range(2)]
+    for t in threads:
+        t.start()
+    yield
+    stop.set()
+    for t in threads:
+        t.join(WAIT)
+        assert not t.is_alive()
+
+
+def reap(pid: int) -> int:
+    """waitpid with a deadline (WAIT): a hang fails the test."""
+    r, status = 0, 0
+    deadline = time.monotonic() + WAIT
+    while r != pid:
+        r, status = os.waitpid(pid, os.WNOHANG | pyclone._pyclone.WALL)
+        if r != pid:
+            assert time.monotonic() < deadline, f"task {pid} did not end"
+            time.sleep(0.001)
+    return os.waitstatus_to_exitcode(status)
+
+
+def run_python(
+    code: str, *args: str, timeout: float = 60.0, dev: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run code in a fresh interpreter with this tree on the path (risky cases)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    options = ["-X", "dev"] if dev else []
+    return subprocess.run(
+        [sys.executable, *options, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+class Worker:
+    """tests/vm_worker.py: runs one case per request, replies after a health check."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "vm_worker.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def run(self, case: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(case) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pytest.fail(f"worker died before {case}: {self.stop()}")
+        ready, _, _ = select.select([self.proc.stdout], [], [], 2 * WAIT)
+        if not ready:
+            pytest.fail(f"worker hung on {case}: {self.stop()}")
+        line = self.proc.stdout.readline()
+        if not line:
+            pytest.fail(f"worker died on {case}: {self.stop()}")
+        outcome: dict[str, Any] = json.loads(line)
+        return outcome
+
+    def stop(self) -> str:
+        """End the worker; return what it said on stderr."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(WAIT)
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()  # type: ignore[union-attr]
+        self.proc.stderr.close()
+        return f"status {self.proc.returncode}, stderr:\n{err[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Worker]:
+    w = Worker()
+    yield w
+    w.stop()
+    assert w.proc.returncode == 0, "worker did not exit cleanly"
+
+
+#: Expected exit status and abandonment per behaviour (kept in vm_worker.EXPECTED).
+EXPECTED: dict[str, tuple[int, bool]] = {
+    "return": (0, False),
+    "raise": (1, False),
+    "sysexit": (5, False),
+    "child_exit": (6, False),
+    "child_exec": (7, False),
+    "os_exit": (8, True),
+    "os_execv": (9, True),
+    "sigkill": (-9, True),
+    "recursion": (1, False),
+}
+BEHAVIOURS = sorted(EXPECTED)
+
+
+def check_outcome(case: dict[str, Any], out: dict[str, Any]) -> None:
+    """What every case must satisfy: a result or a clean refusal, and a healthy parent."""
+    assert out.get("healthy"), f"{case}: {out}"
+    assert out["kind"] in ("ran", "refused", "oserror"), f"{case}: {out}"
+    flags = case["flags"]
+    vm = bool(flags & CLONE_VM)
+    if out["kind"] == "refused":
+        # refusals are policy (UnsupportedFlags/ValueError/RuntimeError) and say why
+        assert out["error"], out
+        return
+    if out["kind"] == "oserror":
+        assert out["errno"] in (errno.EINVAL, errno.EPERM, errno.ENOSPC, errno.EUSERS), out
+        return
+    code, abandons = EXPECTED[case["behaviour"]]
+    if case["behaviour"] == "sigkill" and flags & CLONE_NEWPID and out["code"] in (0, 11):
+        code, abandons = out["code"], False  # init of a pid namespace ignores its own SIGKILL
+    if case["api"] != "spawn" and case["behaviour"] == "return":
+        code = 0
+    if flags & CLONE_PARENT and out["code"] == -255:
+        # not our child: its status is only known once its real parent (the
+        # worker's reaper) has reaped it; Task reports -255 before that
+        code = -255
+    assert out["code"] == code, f"{case}: {out}"
+    assert out["abandoned"] == (1 if vm and abandons else 0), f"{case}: {out}"
+    if vm and case["behaviour"] == "child_exit":
+        assert out["unwound"], "child_exit did not run the finally block"
+    if vm and case["behaviour"] == "return" and case["api"] == "spawn":
+        assert out["identical"], "result() is not the child's object itself"
+
+
+# -- the seed sample ---------------------------------------------------------
+
+
+def _seed_child(buf: bytearray, seen: list[str]) -> int:
+    seen.append(bytes(buf).split(b"\0", 1)[0].decode())
+    buf[:17] = b"hello from child\0"
+    return 0
+
+
+@pytest.mark.parametrize("flags", [0, VMV], ids=["copy", "vm"])
+def test_seed_sample_clone(healthy: Health, flags: int) -> None:
+    buf = bytearray(100)
+    buf[:17] = b"hello from parent"
+    seen: list[str] = []
+    pid = pyclone.clone(lambda: _seed_child(buf, seen), flags | signal.SIGCHLD)
+    assert reap(pid) == 0
+    text = bytes(buf).split(b"\0", 1)[0].decode()
+    if flags & CLONE_VM:
+        assert seen == ["hello from parent"]  # the child appended to our list
+        assert text == "hello from child"
+    else:
+        assert seen == []  # the child's append went to its own copy
+        assert text == "hello from parent"
+
+
+def _seed_task(buf: bytearray) -> str:
+    seen = bytes(buf).split(b"\0", 1)[0].decode()
+    buf[:17] = b"hello from child\0"
+    return seen
+
+
+@pytest.mark.parametrize("share", ["process", "vfork", ["vm"]], ids=["copy", "vfork", "vm+flag"])
+def test_seed_sample_spawn_task(healthy: Health, share: Any) -> None:
+    buf = bytearray(100)
+    buf[:17] = b"hello from parent"
+    extra = CLONE_VFORK if share == ["vm"] else 0
+    with pyclone.spawn_task(_seed_task, (buf,), share=share, flags=extra) as task:
+        assert task.result(WAIT) == "hello from parent"
+        assert task.returncode == 0
+    text = bytes(buf).split(b"\0", 1)[0].decode()
+    assert text == ("hello from parent" if share == "process" else "hello from child")
+
+
+def test_seed_sample_spawn_task_writes(healthy: Health) -> None:
+    buf = bytearray(b"hello from parent")
+    with pyclone.spawn_task(
+        buf.__setitem__, (slice(None), b"hello from child"), share="vfork"
+    ) as t:
+        assert t.result(WAIT) is None
+    assert buf == b"hello from child"
+
+
+def test_demo_vm_prints_exactly_two_lines() -> None:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    for args, last in ((["vm"], "hello from child"), ([], "hello from parent")):
+        out = subprocess.run(
+            [sys.executable, "-m", "pyclone", "demo", *args],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            env=env,
+            check=True,
+        )
+        assert out.stdout.splitlines() == [
+            'Child sees buf = "hello from parent"',
+            f'Child exited with status 0. buf = "{last}"',
+        ]
+
+
+# -- behaviours that end normally, in this process -------------------------
+
+SAFE = ["return", "raise", "sysexit", "child_exit", "child_exec", "recursion"]
+FLAG_SETS = {
+    "vm|vfork": VMV,
+    "+files|fs": VMV | CLONE_FILES | CLONE_FS,
+    "+sighand": VMV | CLONE_SIGHAND,
+    "+sysvsem|io": VMV | CLONE_SYSVSEM | CLONE_IO,
+}
+
+
+def _behave(name: str, log: list[str]) -> Any:
+    if name == "return":
+        value = object()
+        log.append("returned")
+        return value
+    if name == "raise":
+        raise KeyError("from the child")
+    if name == "sysexit":
+        raise SystemExit(5)
+    if name == "child_exit":
+        try:
+            child_exit(6)
+        finally:
+            log.append("unwound")
+    if name == "child_exec":
+        child_exec(SH, ["sh", "-c", "exit 7"])
+    if name == "recursion":
+
+        def down(n: int) -> int:
+            return down(n + 1) + 1
+
+        return down(0)
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("flags", list(FLAG_SETS.values()), ids=list(FLAG_SETS))
+@pytest.mark.parametrize("behaviour", SAFE)
+def test_behaviour_spawn_task(healthy: Health, busy: None, behaviour: str, flags: int) -> None:
+    log: list[str] = []
+    before = pyclone.abandoned_thread_states()
+    with pyclone.spawn_task(_behave, (behaviour, log), flags=flags) as task:
+        code = task.wait(WAIT)
+        assert code == EXPECTED[behaviour][0]
+        if behaviour == "return":
+            assert task.result() is not None
+            assert log == ["returned"]
+        elif behaviour in ("raise", "recursion"):
+            with pytest.raises(pyclone.ChildError) as info:
+                task.result()
+            kind = KeyError if behaviour == "raise" else RecursionError
+            assert isinstance(info.value.exception, kind)
+            assert info.value.__cause__ is info.value.exception
+        else:
+            with pytest.raises(pyclone.ChildError, match="without returning a result"):
+                task.result()
+    if behaviour == "child_exit":
+        assert log == ["unwound"]
+    assert pyclone.abandoned_thread_states() == before
+
+
+@pytest.mark.parametrize("behaviour", SAFE)
+def test_behaviour_clone_and_clone3(healthy: Health, busy: None, behaviour: str) -> None:
+    log: list[str] = []
+    before = pyclone.abandoned_thread_states()
+    expected = 0 if behaviour == "return" else EXPECTED[behaviour][0]
+    pid = pyclone.clone(lambda: _behave(behaviour, log) and 0, VMV | signal.SIGCHLD)
+    assert reap(pid) == expected
+    pid, pidfd = pyclone.clone3(lambda: _behave(behaviour, log) and 0, VMV, pidfd=True)
+    assert pidfd is not None
+    os.close(pidfd)
+    assert reap(pid) == expected
+    assert pyclone.abandoned_thread_states() == before
+
+
+def test_result_is_the_object_itself(healthy: Health) -> None:
+    mine = {"a": [1, 2]}
+
+    def child() -> dict[str, list[int]]:
+        mine["a"].append(3)
+        return mine
+
+    with pyclone.spawn_task(child, share="vfork") as task:
+        assert task.result(WAIT) is mine
+    assert mine == {"a": [1, 2, 3]}
+
+
+def test_child_sees_contextvars_and_its_own_pid(healthy: Health) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+    var.set("caller")
+
+    def child() -> tuple[str, int, int]:
+        value = var.get()
+        var.set("child")  # in a copy of the caller's context
+        return value, os.getpid(), threading.get_ident()
+
+    with pyclone.spawn_task(child, share="vfork") as task:
+        value, pid, ident = task.result(WAIT)
+        assert (value, pid) == ("caller", task.pid)
+    assert var.get() == "caller"
+    assert ident == threading.get_ident()  # the child borrows this thread's identity
+
+
+def test_signals_blocked_in_child_until_exec(healthy: Health, tmp_path: Any) -> None:
+    out = tmp_path / "status"
+
+    def child() -> None:
+        with open("/proc/self/status") as f:
+            blocked = [line for line in f if line.startswith("SigBlk")]
+        out.write_text(blocked[0])
+        child_exec(SH, ["sh", "-c", f"exec cat /proc/self/status >> {out}"])
+
+    with pyclone.spawn_task(child, share="vfork") as task:
+        assert task.wait(WAIT) == 0
+    lines = out.read_text().splitlines()
+    child_mask = int(lines[0].split()[1], 16)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1):
+        assert child_mask & (1 << (sig - 1)), f"{sig!r} not blocked in the child"
+    exec_fields = dict(line.split(":", 1) for line in lines[1:] if line.startswith("Sig"))
+    parent = dict(healthy.signals)
+    assert exec_fields["SigBlk"].strip() == parent["SigBlk"]  # the caller's mask is back
+    assert int(exec_fields["SigCgt"], 16) == 0  # no handler survives into the program
+
+
+def test_exec_failure_is_an_oserror_naming_the_step(healthy: Health) -> None:
+    for api in ("spawn", "clone"):
+        with pytest.raises(OSError, match=r"child_exec: execve\('/nonexistent/x'\)") as info:
+            if api == "spawn":
+                pyclone.spawn_task(child_exec, ("/nonexistent/x", ["x"]), share="vfork")
+            else:
+                pyclone.clone(lambda: child_exec("/nonexistent/x", ["x"]), VMV | signal.SIGCHLD)
+        assert info.value.errno == errno.ENOENT
+
+
+def test_child_exec_passes_argv_and_env(healthy: Health, tmp_path: Any) -> None:
+    out = tmp_path / "out"
+    script = f'printf "%s|%s" "$1" "$PYCLONE_T" > {out}'
+    with pyclone.spawn_task(
+        child_exec, (SH, ["sh", "-c", script, "sh", "arg one"], {"PYCLONE_T": "v"}), share="vfork"
+    ) as task:
+        assert task.wait(WAIT) == 0
+    assert out.read_text() == "arg one|v"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("/bin/sh", []), ValueError),
+        (("/bin/sh", "sh"), TypeError),
+        (("/bin/sh", ["sh\0"]), ValueError),
+        (("/bin/sh", ["sh"], {"A=B": "c"}), ValueError),
+    ],
+)
+def test_child_exec_checks_arguments_first(healthy: Health, args: Any, error: Any) -> None:
+    with pytest.raises(error):
+        child_exec(*args)
+
+
+def test_helpers_outside_a_child(healthy: Health) -> None:
+    with pytest.raises(RuntimeError, match="outside a task created by pyclone"):
+        child_exit(0)
+    with pytest.raises(RuntimeError, match="outside a task created by pyclone"):
+        child_exec(SH, ["sh", "-c", "exit 0"])
+    with pytest.raises(TypeError):
+        child_exit("1")  # type: ignore[arg-type]
+
+
+def test_helpers_in_a_fork_like_child(healthy: Health) -> None:
+    pid = pyclone.clone(lambda: child_exit(3), signal.SIGCHLD)
+    assert reap(pid) == 3
+    pid = pyclone.clone(lambda: child_exec(SH, ["sh", "-c", "exit 4"]), signal.SIGCHLD)
+    assert reap(pid) == 4
+
+
+def test_thread_start_in_child_is_refused(healthy: Health) -> None:
+    def child() -> None:
+        threading.Thread(target=print).start()
+
+    with (
+        pyclone.spawn_task(child, share="vfork") as task,
+        pytest.raises(pyclone.ChildError) as info,
+    ):
+        task.result(WAIT)
+    assert isinstance(info.value.exception, RuntimeError)
+    assert "cannot start a thread in a CLONE_VM child" in str(info.value.exception)
+
+
+# -- refusals ------------------------------------------------------------------
+
+
+def _noop() -> int:
+    return 0
+
+
+def test_vm_without_vfork_is_refused(healthy: Health) -> None:
+    for call in (
+        lambda: pyclone.clone(_noop, CLONE_VM | signal.SIGCHLD),
+        lambda: pyclone.clone3(_noop, CLONE_VM),
+        lambda: pyclone.spawn_task(_noop, share=["vm"]),
+    ):
+        with pytest.raises(UnsupportedFlags, match=r"add CLONE_VFORK.*pyclone\.actions"):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"flags": VMV | CLONE_SIGHAND | CLONE_NEWPID}, "CLONE_SIGHAND|CLONE_NEWPID"),
+        ({"flags": VMV | CLONE_THREAD | CLONE_SIGHAND}, "CLONE_THREAD"),
+        ({"flags": VMV | CLONE_SETTLS}, "CLONE_SETTLS"),
+        ({"flags": VMV, "set_tid": [12345]}, "set_tid"),
+        ({"flags": VMV | pyclone.CLONE_NEWTIME}, "CLONE_NEWTIME"),
+        ({"flags": VMV | pyclone.CLONE_CLEAR_SIGHAND}, "above the low 32"),
+    ],
+)
+def test_unsafe_combinations_are_refused(healthy: Health, kwargs: Any, match: str) -> None:
+    flags = kwargs.pop("flags")
+    with pytest.raises(UnsupportedFlags, match=match.replace("|", r"\|")):
+        pyclone.clone3(_noop, flags, **kwargs)
+
+
+def test_stack_size(healthy: Health) -> None:
+    with pytest.raises(ValueError, match="too small"):
+        pyclone.clone(_noop, VMV | signal.SIGCHLD, 256 * 1024)
+    # a stack of its own, 8 MiB: deep C and Python recursion end in RecursionError
+    for depth_test in ("json", "python"):
+
+        def child(kind: str = depth_test) -> int:
+            try:
+                if kind == "json":
+                    json.loads("[" * 100_000)
+                else:
+                    _behave("recursion", [])
+            except RecursionError:
+                return 42
+            return 0
+
+        pid = pyclone.clone(child, VMV | signal.SIGCHLD, 8 * MIB)
+        assert reap(pid) == 42
+        pid = pyclone.clone(child, VMV | signal.SIGCHLD)  # the caller's stack
+        assert reap(pid) == 42
+
+
+def test_before_start_is_refused_with_vfork(healthy: Health) -> None:
+    from pyclone.task import _spawn
+
+    with pytest.raises(UnsupportedFlags, match="suspended"):
+        _spawn(_noop, (), None, pyclone.CloneFlag(VMV), before_start=lambda task: None)
+
+
+def test_refused_where_unsupported() -> None:
+    """On free-threaded builds and unknown versions class B is refused, never attempted."""
+    if vm_supported():
+        assert sys.version_info[:2] in ((3, 10), (3, 11), (3, 12), (3, 13))
+        return
+    with pytest.raises(UnsupportedFlags, match="CLONE_VM with a Python callable"):
+        pyclone.clone(_noop, VMV | signal.SIGCHLD)
+
+
+# -- abnormal exits, in a worker ------------------------------------------------
+
+MATRIX_FLAGS = {
+    "vm|vfork": VMV,
+    "+files|fs|sighand": VMV | CLONE_FILES | CLONE_FS | CLONE_SIGHAND,
+    "+parent": VMV | CLONE_PARENT,
+    "+newuser|newpid": VMV | CLONE_NEWUSER | CLONE_NEWPID,
+}
+
+
+@pytest.mark.parametrize("api", ["spawn", "clone", "clone3"])
+@pytest.mark.parametrize("flags", list(MATRIX_FLAGS.values()), ids=list(MATRIX_FLAGS))
+def test_every_behaviour_in_worker(worker: Worker, flags: int, api: str) -> None:
+    for behaviour in BEHAVIOURS:
+        case = {"behaviour": behaviour, "api": api, "flags": flags}
+        out = worker.run(case)
+        check_outcome(case, out)
+        assert out["kind"] == "ran", f"{case}: {out}"
+
+
+def test_separate_stack_in_worker(worker: Worker) -> None:
+    for behaviour in BEHAVIOURS:
+        for api in ("clone", "clone3"):
+            case = {"behaviour": behaviour, "api": api, "flags": VMV, "stack": 8 * MIB}
+            out = worker.run(case)
+            check_outcome(case, out)
+            assert out["kind"] == "ran", f"{case}: {out}"
+
+
+FUZZ_FLAGS = [
+    CLONE_VM,
+    CLONE_VFORK,
+    CLONE_FS,
+    CLONE_FILES,
+    CLONE_SIGHAND,
+    CLONE_THREAD,
+    CLONE_SETTLS,
+    CLONE_PTRACE,
+    CLONE_UNTRACED,
+    CLONE_SYSVSEM,
+    CLONE_IO,
+    CLONE_PARENT,
+    CLONE_NEWNS,
+    CLONE_NEWUTS,
+    CLONE_NEWIPC,
+    CLONE_NEWUSER,
+    CLONE_NEWPID,
+    CLONE_NEWNET,
+    CLONE_NEWCGROUP,
+]
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> dict[str, Any]:
+    """A flag set (biased towards CLONE_VM|CLONE_VFORK) and a child behaviour."""
+    flags = 0
+    for bit in draw(st.lists(st.sampled_from(FUZZ_FLAGS), max_size=6)):
+        flags |= bit
+    if draw(st.integers(0, 3)):
+        flags |= VMV
+    return {
+        "behaviour": draw(st.sampled_from(BEHAVIOURS)),
+        "api": draw(st.sampled_from(["spawn", "clone", "clone3"])),
+        "flags": flags,
+        "exit_signal": draw(st.sampled_from([signal.SIGCHLD, 0])),
+    }
+
+
+FUZZ_COUNTS: dict[str, int] = {}
+
+
+def _fuzz(worker: Worker, case: dict[str, Any]) -> None:
+    out = worker.run(case)
+    check_outcome(case, out)
+    key = out["kind"] + ("-vm" if case["flags"] & CLONE_VM else "")
+    FUZZ_COUNTS[key] = FUZZ_COUNTS.get(key, 0) + 1
+
+
+@settings(
+    derandomize=True,
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=cases())
+def test_random_flags_and_behaviours(worker: Worker, case: dict[str, Any]) -> None:
+    _fuzz(worker, case)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=1500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=cases())
+def test_random_flags_and_behaviours_long(worker: Worker, case: dict[str, Any]) -> None:
+    _fuzz(worker, case)
+
+
+# -- abandoned thread states, in subprocesses ----------------------------------
+
+
+def test_abandoned_thread_state_is_counted_and_warned() -> None:
+    proc = run_python(
+        """
+        import os, signal, warnings
+        import pyclone
+        V = pyclone.CLONE_VM | pyclone.CLONE_VFORK | signal.SIGCHLD
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for body in (lambda: os._exit(3), lambda: os.execv("/bin/true", ["true"]),
+                         lambda: os.kill(os.getpid(), signal.SIGKILL)):
+                os.waitpid(pyclone.clone(body, V), 0)
+        print(pyclone.abandoned_thread_states(), sum(
+            issubclass(w.category, ResourceWarning) and "abandoned" in str(w.message)
+            for w in caught))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3", "3"]
+
+
+@pytest.mark.parametrize("stack", [0, 8 * MIB], ids=["caller-stack", "mmap-stack"])
+def test_abandoned_frames_stay_safe(stack: int) -> None:
+    """T7: frames, tracebacks and generators of dead children survive stack reuse and GC."""
+    proc = run_python(
+        """
+        import gc, io, json, os, signal, sys, traceback, faulthandler
+        import pyclone
+        stack = int(sys.argv[1])
+        keep = []
+        def gen():
+            yield 1
+            os._exit(4)
+        def child(i):
+            def inner(d):
+                if d:
+                    return inner(d - 1)
+                keep.append(sys._getframe())
+                try:
+                    1 / 0
+                except ZeroDivisionError as e:
+                    keep.append(e)
+                g = gen(); next(g); keep.append(g)
+                if i % 3 == 0: os._exit(3)
+                if i % 3 == 1: next(g)
+                os.kill(os.getpid(), signal.SIGKILL)
+            inner(20)
+        def deep(n):
+            return deep(n - 1) if n else 0
+        V = pyclone.CLONE_VM | pyclone.CLONE_VFORK | signal.SIGCHLD
+        import warnings; warnings.simplefilter("ignore")
+        for i in range(15):
+            os.waitpid(pyclone.clone(lambda: child(i), V, stack), 0)
+            try:
+                deep(800)
+            except RecursionError:
+                pass
+            json.dumps(json.loads("[" * 400 + "]" * 400))
+            gc.collect()
+            for o in gc.get_objects():
+                if type(o).__name__ == "frame":
+                    f = o
+                    while f is not None:
+                        f.f_lineno; f.f_locals; f = f.f_back
+            for e in keep:
+                if isinstance(e, BaseException):
+                    traceback.format_exception(type(e), e, e.__traceback__)
+                elif type(e).__name__ == "frame":
+                    traceback.format_stack(e)
+            sys._current_frames()
+            faulthandler.dump_traceback(open(os.devnull, "w"), all_threads=True)
+        print(pyclone.abandoned_thread_states())
+        """,
+        str(stack),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["15"]
+
+
+def test_dev_mode_and_parallel_callers() -> None:
+    """-X dev (debug allocator, GIL checks) with 3 threads each making 40 children at once."""
+    proc = run_python(
+        """
+        import os, signal, sys, threading, warnings
+        import pyclone
+        warnings.simplefilter("ignore")
+        V = pyclone.CLONE_VM | pyclone.CLONE_VFORK | signal.SIGCHLD
+        errors = []
+        def caller(k):
+            try:
+                for i in range(40):
+                    box = []
+                    def child():
+                        box.append(i)
+                        if i % 4 == 0:
+                            os._exit(0)
+                        if i % 4 == 1:
+                            pyclone.child_exit(0)
+                        return 0
+                    pid = pyclone.clone(child, V)
+                    assert os.waitpid(pid, 0)[1] == 0
+                    assert box == [i], box
+            except BaseException as e:
+                errors.append(repr(e))
+        ts = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+        print(len(errors), pyclone.abandoned_thread_states(), *errors)
+        """,
+        timeout=120,
+        dev=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["0", "30"]
+
+
+def test_memory_cost_of_helpers_vs_abandoning() -> None:
+    """child_exit/child_exec leave nothing behind; os._exit leaks a bounded amount."""
+    proc = run_python(
+        """
+        import os, signal, warnings
+        import pyclone
+        warnings.simplefilter("ignore")
+        V = pyclone.CLONE_VM | pyclone.CLONE_VFORK | signal.SIGCHLD
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        def work(leave):
+            data = [str(i) for i in range(200)]
+            leave(0)
+        for leave in (pyclone.child_exit, pyclone.child_exit, os._exit):
+            base = rss()
+            for _ in range(300):
+                os.waitpid(pyclone.clone(lambda: work(leave), V), 0)
+            print(rss() - base)
+        print(pyclone.abandoned_thread_states())
+        """,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _warm, helper, abandon, count = (int(x) for x in proc.stdout.split())
+    assert count == 300
+    assert helper < 1 * MIB, f"child_exit grew RSS by {helper} bytes over 300 children"
+    assert abandon < 300 * 64 * 1024, f"abandoning grew RSS by {abandon} bytes"
