@@ -181,6 +181,8 @@ class Worker:
 def worker() -> Iterator[Worker]:
     w = Worker()
     yield w
+    if FUZZ_COUNTS:  # shown with -s: how the random cases ended
+        print(f"\nrandom cases by outcome: {dict(sorted(FUZZ_COUNTS.items()))}")
     w.stop()
     assert w.proc.returncode == 0, "worker did not exit cleanly"
 
@@ -638,7 +640,7 @@ def _fuzz(worker: Worker, case: dict[str, Any]) -> None:
 
 @settings(
     derandomize=True,
-    max_examples=100,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
