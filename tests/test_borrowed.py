@@ -143,11 +143,13 @@ class Worker:
             text=True,
             env=env,
         )
+        self.sent = 0
 
     def run(self, case: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.sent += 1
         try:
-            self.proc.stdin.write(json.dumps(case) + "\n")
+            self.proc.stdin.write(json.dumps(dict(case, id=self.sent)) + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
             pytest.fail(f"worker died before {case}: {self.stop()}")
@@ -158,6 +160,8 @@ class Worker:
         if not line:
             pytest.fail(f"worker died on {case}: {self.stop()}")
         outcome: dict[str, Any] = json.loads(line)
+        # an interrupted earlier run() (a timeout) would shift every later answer
+        assert outcome.pop("id") == self.sent, "worker answers out of step"
         return outcome
 
     def stop(self) -> str:
@@ -650,6 +654,7 @@ def test_random_flags_and_behaviours(worker: Worker, case: dict[str, Any]) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @settings(
     max_examples=1500,
     deadline=None,
@@ -806,3 +811,45 @@ def test_memory_cost_of_helpers_vs_abandoning() -> None:
     assert count == 300
     assert helper < 1 * MIB, f"child_exit grew RSS by {helper} bytes over 300 children"
     assert abandon < 300 * 64 * 1024, f"abandoning grew RSS by {abandon} bytes"
+
+
+def test_signals_sent_to_the_child_stay_there() -> None:
+    """T9: SIGINT/SIGTERM sent to a running child neither reach the caller nor kill it early."""
+    proc = run_python(
+        """
+        import os, signal, threading, time
+        import pyclone
+        V = pyclone.CLONE_VM | pyclone.CLONE_VFORK | signal.SIGCHLD
+        def sigs():
+            with open("/proc/self/status") as f:
+                return [line for line in f if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+        t = threading.Thread(target=int)  # the first thread changes glibc's handlers
+        t.start()
+        t.join()
+        before = sigs()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            box = []
+            def shoot():
+                deadline = time.monotonic() + 10
+                while not box and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                os.kill(box[0], sig)
+                box.append("sent")
+            t = threading.Thread(target=shoot)
+            t.start()
+            def child():
+                box.append(os.getpid())
+                while len(box) < 2:
+                    time.sleep(0.001)  # releases the GIL: the shooter runs
+                return 0
+            pid = pyclone.clone(child, V)
+            t.join()
+            status = os.waitpid(pid, 0)[1]
+            # blocked in the child, so pending when it exits: it ends normally
+            assert os.waitstatus_to_exitcode(status) == 0, (sig, status)
+            time.sleep(0.01)  # a stray KeyboardInterrupt would surface here
+        print("same" if sigs() == before else (before, sigs()))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["same"]

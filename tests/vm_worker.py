@@ -176,6 +176,7 @@ def main() -> int:
             outcome = {"kind": "failed", "healthy": False, "error": traceback.format_exc()}
         finally:
             running.set()
+        outcome["id"] = case.get("id")
         sys.stdout.write(json.dumps(outcome) + "\n")
         sys.stdout.flush()
     stop.set()
