@@ -3014,6 +3014,11 @@ PyDoc_STRVAR(
     "continue on a copy-on-write copy of the caller's stack (it is still\n"
     "checked: 0 to 4 GiB).  With CLONE_PIDFD the descriptor the kernel returns\n"
     "is closed at once: use clone3(pidfd=True) to keep it.\n\n"
+    "With CLONE_VM, fn runs on the caller's interpreter in a fresh thread\n"
+    "state while the caller is suspended, so CLONE_VFORK is required; its\n"
+    "writes to Python objects are the caller's.  stack_size=0 runs it on\n"
+    "the caller's stack, a size of at least 8 MiB on a stack of its own.\n"
+    "See pyclone.child_exit() and pyclone.child_exec().\n\n"
     "Raises OSError with the kernel's errno when the kernel rejects the\n"
     "flags, and UnsupportedFlags for flag sets pyclone refuses.");
 
