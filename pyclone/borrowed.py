@@ -183,22 +183,28 @@ def _spawn_borrowed(
     exit_signal: int,
     create: Callable[[Callable[[], Any], CloneFlag, int, bool], tuple[int, int | None]],
     before_start: Callable[..., None] | None,
+    child_enter: Callable[[], None] | None = None,
 ) -> tuple[int, int | None, list[tuple[Any, ...]]]:
     """Create a CLONE_VM child running ``target``; return (pid, pidfd, outcome).
 
     ``outcome`` is a list the child fills in the shared memory:
     ``[("ok", value)]`` or ``[("error", exception, traceback_text)]``, or
-    nothing if the child left another way.
+    nothing if the child left another way.  ``before_start`` (parent-side
+    setup the child must wait for: uid maps, cgroup placement) is refused
+    with CLONE_VFORK; ``child_enter()`` runs in the child before the target.
     """
     if before_start is not None and flags & CloneFlag.VFORK:
         raise UnsupportedFlags(
-            "a setup step before the child starts cannot run with CLONE_VFORK: the "
-            "creator is suspended until the child execs or exits"
+            "a setup step before the child starts (uid maps, time offsets, cgroup "
+            "placement) cannot run with CLONE_VFORK: the creator is suspended until "
+            "the child execs or exits"
         )
     outcome: list[tuple[Any, ...]] = []
 
     def child() -> int:
         try:
+            if child_enter is not None:
+                child_enter()
             value = target(*args, **kwargs)
         except (SystemExit, _ExitRequest, _ExecRequest):
             raise

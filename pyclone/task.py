@@ -944,14 +944,25 @@ def _spawn(
         # a Python callable on the borrowed interpreter (pyclone.borrowed)
         from .borrowed import _spawn_borrowed
 
+        def create(
+            fn: Callable[[], Any], fl: CloneFlag, sig: int, allow: bool
+        ) -> tuple[int, int | None]:
+            made = clone3_api.create(
+                fn, int(fl), exit_signal=sig, pidfd=True, set_tid=set_tid, allow_threads=allow
+            )
+            return made.pid, made.pidfd
+
+        if cgroup is not None or child_prepare is not None:
+            before_start = before_start or _run_all([])
         pid, pidfd, outcome = _spawn_borrowed(
             target,
             args,
             kw,
             flags,
             exit_signal=exit_signal,
-            create=_create,
+            create=create,
             before_start=before_start,
+            child_enter=child_enter,
         )
         return Task(pid, flags=flags, exit_signal=exit_signal, pidfd=pidfd, shared_outcome=outcome)
 

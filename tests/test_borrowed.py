@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import WAIT, Health
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,6 +54,8 @@ from pyclone import (
     child_exit,
 )
 from pyclone.borrowed import vm_supported
+
+from conftest import WAIT, Health
 
 VMV = CLONE_VM | CLONE_VFORK
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -513,7 +514,7 @@ def test_vm_without_vfork_is_refused(healthy: Health) -> None:
     ("kwargs", "match"),
     [
         ({"flags": VMV | CLONE_SIGHAND | CLONE_NEWPID}, "CLONE_SIGHAND|CLONE_NEWPID"),
-        ({"flags": VMV | CLONE_THREAD | CLONE_SIGHAND}, "CLONE_THREAD"),
+        ({"flags": VMV | CLONE_THREAD | CLONE_SIGHAND, "exit_signal": 0}, "CLONE_THREAD"),
         ({"flags": VMV | CLONE_SETTLS}, "CLONE_SETTLS"),
         ({"flags": VMV, "set_tid": [12345]}, "set_tid"),
         ({"flags": VMV | pyclone.CLONE_NEWTIME}, "CLONE_NEWTIME"),
@@ -524,6 +525,8 @@ def test_unsafe_combinations_are_refused(healthy: Health, kwargs: Any, match: st
     flags = kwargs.pop("flags")
     with pytest.raises(UnsupportedFlags, match=match.replace("|", r"\|")):
         pyclone.clone3(_noop, flags, **kwargs)
+    with pytest.raises(UnsupportedFlags, match=match.replace("|", r"\|")):
+        pyclone._pyclone.clone3(_noop, flags, **kwargs)  # the C layer checks too
 
 
 def test_stack_size(healthy: Health) -> None:

@@ -25,10 +25,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from conftest import Health, check_health
-
 import pyclone
 from pyclone import _pyclone
+
+from conftest import Health, check_health
 
 WAIT = 20.0
 SH = "/bin/sh"
