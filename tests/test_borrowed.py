@@ -856,3 +856,35 @@ def test_signals_sent_to_the_child_stay_there() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["same"]
+
+
+def test_child_killed_while_the_gil_is_released() -> None:
+    """T6: SIGKILL lands while the child sleeps without the GIL; the caller takes it back."""
+    proc = run_python(
+        """
+        import os, signal, threading, time, warnings
+        import pyclone
+        warnings.simplefilter("ignore")
+        V = pyclone.CLONE_VM | pyclone.CLONE_VFORK | signal.SIGCHLD
+        for i in range(20):
+            box = []
+            def shoot():
+                deadline = time.monotonic() + 10
+                while not box and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                time.sleep(0.005)
+                os.kill(box[0], signal.SIGKILL)
+            t = threading.Thread(target=shoot)
+            t.start()
+            def child():
+                box.append(os.getpid())
+                while True:
+                    time.sleep(0.01)  # the GIL is released here
+            pid = pyclone.clone(child, V)
+            t.join()
+            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == -signal.SIGKILL
+        print(pyclone.abandoned_thread_states())
+        """
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["20"]
