@@ -27,8 +27,8 @@ from .flags import CloneFlag
 
 __all__ = ["abandoned_thread_states", "child_exec", "child_exit", "vm_supported"]
 
-_ExitRequest: type[BaseException] = _pyclone._ChildExit
-_ExecRequest: type[BaseException] = _pyclone._ChildExec
+_ExitRequest: type[BaseException] = _pyclone.ChildExitRequest
+_ExecRequest: type[BaseException] = _pyclone.ChildExecRequest
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 

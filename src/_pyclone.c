@@ -1205,7 +1205,7 @@ vm_module_init(PyObject *module)
 {
     if (vm_ExitRequest == NULL) {
         vm_ExitRequest = PyErr_NewExceptionWithDoc(
-            "pyclone._pyclone._ChildExit",
+            "pyclone._pyclone.ChildExitRequest",
             "Raised by pyclone.child_exit() in a CLONE_VM child; caught by "
             "pyclone once every frame has unwound.",
             PyExc_BaseException, NULL);
@@ -1215,7 +1215,7 @@ vm_module_init(PyObject *module)
     }
     if (vm_ExecRequest == NULL) {
         vm_ExecRequest = PyErr_NewExceptionWithDoc(
-            "pyclone._pyclone._ChildExec",
+            "pyclone._pyclone.ChildExecRequest",
             "Raised by pyclone.child_exec() in a CLONE_VM child; caught by "
             "pyclone once every frame has unwound.",
             PyExc_BaseException, NULL);
@@ -1223,13 +1223,13 @@ vm_module_init(PyObject *module)
             return -1;
         }
     }
-    if (PyModule_AddObject(module, "_ChildExit", Py_NewRef(vm_ExitRequest)) <
-        0) {
+    if (PyModule_AddObject(module, "ChildExitRequest",
+                           Py_NewRef(vm_ExitRequest)) < 0) {
         Py_DECREF(vm_ExitRequest);
         return -1;
     }
-    if (PyModule_AddObject(module, "_ChildExec", Py_NewRef(vm_ExecRequest)) <
-        0) {
+    if (PyModule_AddObject(module, "ChildExecRequest",
+                           Py_NewRef(vm_ExecRequest)) < 0) {
         Py_DECREF(vm_ExecRequest);
         return -1;
     }
