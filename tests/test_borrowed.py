@@ -888,3 +888,29 @@ def test_child_killed_while_the_gil_is_released() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["20"]
+
+
+def test_small_thread_stack_needs_a_stack_of_its_own(healthy: Health) -> None:
+    """From a thread with a 512 KiB stack, caller-stack mode is refused; 8 MiB of its own works."""
+    outcome: list[Any] = []
+
+    def caller() -> None:
+        try:
+            pyclone.clone(_noop, VMV | signal.SIGCHLD)
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+        box: list[int] = []
+        pid = pyclone.clone(lambda: box.append(os.getpid()) or 0, VMV | signal.SIGCHLD, 8 * MIB)
+        outcome.append((reap(pid), box == [pid]))
+
+    old = threading.stack_size(512 * 1024)
+    try:
+        t = threading.Thread(target=caller)
+        t.start()
+    finally:
+        threading.stack_size(old)
+    t.join(WAIT)
+    assert not t.is_alive()
+    assert len(outcome) == 2, outcome
+    assert "pass stack_size" in outcome[0]
+    assert outcome[1] == (0, True)
