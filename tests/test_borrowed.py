@@ -872,16 +872,21 @@ def test_child_killed_while_the_gil_is_released() -> None:
                 deadline = time.monotonic() + 10
                 while not box and time.monotonic() < deadline:
                     time.sleep(0.001)
-                time.sleep(0.005)
+                time.sleep(0.02)
                 os.kill(box[0], signal.SIGKILL)
             t = threading.Thread(target=shoot)
             t.start()
+            r, w = os.pipe()
             def child():
                 box.append(os.getpid())
-                while True:
-                    time.sleep(0.01)  # the GIL is released here
+                # blocked in read(2) without the GIL, never waking up to wait for it:
+                # a child killed while *waiting* for the GIL is the unfixable case
+                # (a dead waiter in the shared condition variable, docs/limits.rst)
+                os.read(r, 1)
             pid = pyclone.clone(child, V)
             t.join()
+            os.close(r)
+            os.close(w)
             assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == -signal.SIGKILL
         print(pyclone.abandoned_thread_states())
         """
