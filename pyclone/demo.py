@@ -14,8 +14,8 @@ from .task import spawn_task
 _HELLO = b"hello from parent"
 
 
-def run_copy_demo() -> int:
-    """One task without CLONE_VM: the child writes into its own copy of ``buf``."""
+def _clone_vm_sample(flags: int) -> int:
+    """The article's sample: a child prints the parent's ``buf``, then writes into it."""
     buf = bytearray(100)
     buf[: len(_HELLO)] = _HELLO
 
@@ -25,27 +25,20 @@ def run_copy_demo() -> int:
         buf[: len(message) + 1] = message + b"\0"
         return 0
 
-    pid = clone(child, signal.SIGCHLD)
+    pid = clone(child, flags | signal.SIGCHLD)
     _, status = os.waitpid(pid, 0)
     print(f'Child exited with status {status}. buf = "{_text(buf)}"', flush=True)
     return 0
+
+
+def run_copy_demo() -> int:
+    """One task without CLONE_VM: the child writes into its own copy of ``buf``."""
+    return _clone_vm_sample(0)
 
 
 def run_vm_demo() -> int:
     """The same task with CLONE_VM|CLONE_VFORK: the child writes into the parent's ``buf``."""
-    buf = bytearray(100)
-    buf[: len(_HELLO)] = _HELLO
-
-    def child() -> int:
-        print(f'Child sees buf = "{_text(buf)}"', flush=True)
-        message = b"hello from child"
-        buf[: len(message) + 1] = message + b"\0"
-        return 0
-
-    pid = clone(child, CLONE_VM | CLONE_VFORK | signal.SIGCHLD)
-    _, status = os.waitpid(pid, 0)
-    print(f'Child exited with status {status}. buf = "{_text(buf)}"', flush=True)
-    return 0
+    return _clone_vm_sample(CLONE_VM | CLONE_VFORK)
 
 
 def run_thread_demo() -> int:
