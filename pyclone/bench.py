@@ -1007,7 +1007,10 @@ def write_plot(run: Run, path: str) -> None:
         (axes[0], "launch", "launch (until the call returns in the parent)"),
         (axes[1], "roundtrip", "launch + wait round trip"),
     ):
-        for method in run.methods:
+        # 20 distinct colours and a marker per method: tab10 alone repeats after 10 lines
+        colours = plt.get_cmap("tab20").colors
+        markers = "osD^v<>phX*"
+        for index, method in enumerate(run.methods):
             pts = []
             for mib in xs:
                 cell = run.cells.get((method.name, mib))
@@ -1023,7 +1026,8 @@ def write_plot(run: Run, path: str) -> None:
                 [p[0] for p in pts],
                 [p[1] for p in pts],
                 yerr=[[p[2] for p in pts], [p[3] for p in pts]],
-                fmt="o" + style,
+                fmt=markers[index % len(markers)] + style,
+                color=colours[index % len(colours)],
                 capsize=3,
                 markersize=4,
                 label=method.name,
