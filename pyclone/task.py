@@ -81,6 +81,34 @@ class Task:
     later, so no zombie stays.
     """
 
+    # Slots: a Task is created and dropped on every launch, and slot
+    # stores are cheaper than a dict's.  ``__dict__`` stays for attributes
+    # callers add (pyclone.sandbox tags its tasks), ``__weakref__`` for
+    # weak references.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_action_error",
+        "_async_wait",
+        "_async_waiters",
+        "_buffer",
+        "_creator_tid",
+        "_has_result",
+        "_is_action",
+        "_is_thread",
+        "_kept_fds",
+        "_result_fd",
+        "_run",
+        "_shared_outcome",
+        "ended",
+        "exit_signal",
+        "flags",
+        "pid",
+        "pidfd",
+        "returncode",
+        "tgid",
+    )
+
     pid: int
     tgid: int
     flags: CloneFlag
@@ -109,10 +137,9 @@ class Task:
         self.returncode = None
         self.ended = False
         self._result_fd = result_fd
-        self._kept_fds = list(kept_fds or ())
+        self._kept_fds = list(kept_fds) if kept_fds else []
         self._buffer = bytearray()
         self._has_result = result_fd is not None or shared_outcome is not None
-        self._result_read = False
         self._async_wait: asyncio.Task[None] | None = None
         self._async_waiters = 0
         # An action task: its stack and report page (see pyclone.actions).
@@ -189,7 +216,8 @@ class Task:
             code = self._action_exit_code(self._run)  # e.g. CLONE_PARENT: reaped elsewhere
         self.returncode = code
         self.ended = True
-        self._release_pipes()
+        if self._result_fd is not None or self._kept_fds:
+            self._release_pipes()
         if self._run is not None:
             self._finish_action(self._run)
 
@@ -565,7 +593,8 @@ class Task:
         """Release the pidfd and result pipe; the task must have been waited for."""
         if not self.ended:
             raise RuntimeError(f"{self!r} is still running: wait() for it before close()")
-        self._release_pipes()
+        if self._result_fd is not None or self._kept_fds:
+            self._release_pipes()
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
@@ -585,9 +614,13 @@ class Task:
         self.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if not hasattr(self, "returncode"):
+        try:
+            ended = self.ended
+        except AttributeError:
             return  # __init__ failed
-        if not self.ended:
+        if ended and self.pidfd is None and self._result_fd is None and not self._kept_fds:
+            return  # closed already: the common end of a launch
+        if not ended:
             try:
                 self.poll()
                 if not self.ended:
