@@ -271,6 +271,34 @@ def create(
             os.close(fd_to_close)
 
 
+# (flags, exit_signal) pairs that passed check_clone3_args with no set_tid
+# and no cgroup: the check is a pure function of its arguments.
+_CHECKED: set[tuple[int, int]] = set()
+
+
+def create_plain(
+    fn: Callable[[], Any], flags: int, exit_signal: int, allow_threads: bool
+) -> tuple[int, int | None]:
+    """:func:`create` with ``pidfd=True`` and no set_tid, cgroup or stack: ``(pid, pidfd)``.
+
+    The launch path of :func:`pyclone.spawn_task`: arguments checked once
+    per (flags, exit_signal), no :class:`Created` built.
+    """
+    key = (flags, exit_signal)
+    if not _missing and type(flags) is int and type(exit_signal) is int and key in _CHECKED:
+        try:
+            return _pyclone.clone3(
+                fn, flags, exit_signal=exit_signal, pidfd=True, allow_threads=allow_threads
+            )
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+    made = create(fn, flags, exit_signal=exit_signal, pidfd=True, allow_threads=allow_threads)
+    if made.used_clone3 and type(flags) is int and type(exit_signal) is int:
+        _CHECKED.add(key)
+    return made.pid, made.pidfd
+
+
 def _fallback(
     fn: Callable[[], Any] | Action,
     word: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import pickle
 import select
@@ -666,11 +667,25 @@ _child_result_fd: int | None = None
 
 
 def _send(fd: int, outcome: tuple[Any, ...]) -> None:
+    _send_frame(fd, _framed(outcome))
+
+
+def _send_frame(fd: int, frame: bytes) -> None:
+    written = os.write(fd, frame)
+    if written < len(frame):
+        view = memoryview(frame)[written:]
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def _framed(outcome: tuple[Any, ...]) -> bytes:
     payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_FRAME.pack(len(payload)) + payload)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    return _FRAME.pack(len(payload)) + payload
+
+
+#: The frame of a target that returned None, built once.
+_OK_NONE = _framed(("ok", None))
 
 
 def _child_main(
@@ -693,7 +708,10 @@ def _child_main(
             _send(fd, ("error", None, text, summary))
         return 1
     try:
-        _send(fd, ("ok", value))
+        if value is None:
+            _send_frame(fd, _OK_NONE)  # the same bytes, without pickling
+        else:
+            _send(fd, ("ok", value))
     except BrokenPipeError:
         return 0
     except Exception as exc:
@@ -1004,6 +1022,28 @@ def _spawn(
     rfd, wfd = os.pipe()
     gate_r, gate_w = os.pipe() if gated else (-1, -1)
     ready_r, ready_w = os.pipe() if child_prepare is not None else (-1, -1)
+
+    if not gated and child_enter is None and type(set_tid) is tuple and not set_tid:
+        # The plain launch: no closures, no Created; the fewer objects
+        # touched between fork and reap, the fewer copy-on-write faults.
+        child_main = functools.partial(_child_main, target, args, kw, wfd)
+        try:
+            pid, pidfd = clone3_api.create_plain(child_main, int(flags), exit_signal, allow_threads)
+        except BaseException:
+            os.close(rfd)
+            os.close(wfd)
+            raise
+        if int(flags) & _FILES:
+            return Task(
+                pid,
+                flags=flags,
+                exit_signal=exit_signal,
+                pidfd=pidfd,
+                result_fd=rfd,
+                kept_fds=[wfd],
+            )
+        os.close(wfd)
+        return Task(pid, flags=flags, exit_signal=exit_signal, pidfd=pidfd, result_fd=rfd)
 
     def run_target() -> Any:
         if child_enter is not None:

@@ -433,3 +433,22 @@ def test_no_fallback_on_eperm(healthy: Health) -> None:
     err, missing = run_forked(_under_eperm)  # type: ignore[misc]
     assert err == errno.EPERM
     assert not missing
+
+
+# -- create_plain: the launch path of spawn_task ---------------------------------
+
+
+def test_create_plain_checks_every_call_until_a_pair_passes(healthy: Health) -> None:
+    from pyclone.clone3_api import create_plain
+
+    bad = int(CloneFlag.THREAD)  # CLONE_THREAD without CLONE_SIGHAND: rule, not kernel
+    for _ in range(2):  # a refused pair is never remembered as checked
+        with pytest.raises(CloneArgumentError, match="CLONE_THREAD requires CLONE_SIGHAND"):
+            create_plain(lambda: 0, bad, 0, False)
+    for code in (3, 4):  # the second call takes the checked shortcut
+        pid, pidfd = create_plain(lambda code=code: code, 0, signal.SIGCHLD, False)
+        assert pidfd is not None
+        try:
+            assert os.waitstatus_to_exitcode(reap(pid)) == code
+        finally:
+            os.close(pidfd)

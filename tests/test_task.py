@@ -46,6 +46,18 @@ def test_result_round_trip(healthy: Health) -> None:
     assert task.pidfd is None  # closed by the context manager
 
 
+@pytest.mark.parametrize("share", ["process", "files"])
+def test_none_result_and_exit_status(healthy: Health, share: str) -> None:
+    # None travels as a prebuilt frame; "files" keeps the child's end open here
+    with spawn_task(print, ("",), share=share) as task:
+        assert task.result(WAIT) is None
+        assert task.returncode == 0
+    with spawn_task(os._exit, (5,), share=share) as task:
+        with pytest.raises(ChildError, match="without returning a result"):
+            task.result(WAIT)
+        assert task.returncode == 5
+
+
 def test_result_kwargs_and_large_values(healthy: Health) -> None:
     with spawn_task(dict, kwargs={"a": 1, "b": b"x" * 3_000_000}) as task:
         value = task.result(WAIT)
