@@ -41,6 +41,8 @@ _FRAME = struct.Struct("<Q")
 _THREAD = int(CloneFlag.THREAD)
 _PARENT = int(CloneFlag.PARENT)
 _FILES = int(CloneFlag.FILES)
+_VM = int(CloneFlag.VM)
+_VM_OR_THREAD = int(CloneFlag.VM | CloneFlag.THREAD)
 
 # Tasks that were garbage-collected while still running; reaped later.
 _active: list[Task] = []
@@ -435,8 +437,8 @@ class Task:
         return len(self._buffer) >= _FRAME.size + size
 
     def _drain_result(self) -> None:
-        if self._result_fd is None:
-            return
+        if self._result_fd is None or self._frame_complete():
+            return  # the child sends one frame: nothing more to read
         os.set_blocking(self._result_fd, False)
         while not self._frame_complete() and self._read_result_chunk():
             if self._result_fd is None:
@@ -991,7 +993,7 @@ def _spawn(
     if int(flags) & (_THREAD | _PARENT):
         exit_signal = 0
     _cleanup()
-    if flags & CloneFlag.VM and not flags & CloneFlag.THREAD:
+    if int(flags) & _VM_OR_THREAD == _VM:
         # a Python callable on the borrowed interpreter (pyclone.borrowed)
         from .borrowed import _spawn_borrowed
 
