@@ -850,7 +850,7 @@ def spawn_task(
             raise TypeError("cgroup, set_tid and time_offsets need a callable target")
         return _spawn_action(target, resolve_flags(share, new, flags), exit_signal)
     resolved = resolve_flags(share, new, flags)
-    offsets = _check_time_offsets(time_offsets, resolved)
+    offsets = _check_time_offsets(time_offsets, resolved) if time_offsets is not None else []
     if cgroup is not None:
         from .cgroup import Cgroup
 
@@ -992,7 +992,8 @@ def _spawn(
         raise TypeError(f"exit_signal must be an int, not {type(exit_signal).__name__}")
     if int(flags) & (_THREAD | _PARENT):
         exit_signal = 0
-    _cleanup()
+    if _active:
+        _cleanup()
     if int(flags) & _VM_OR_THREAD == _VM:
         # a Python callable on the borrowed interpreter (pyclone.borrowed)
         from .borrowed import _spawn_borrowed
