@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TypeAlias
 
 from . import _pyclone
+from ._procfs import write_file
 
 __all__ = ["Cgroup", "CgroupUnavailable", "Hierarchy", "hierarchies"]
 
@@ -140,14 +141,7 @@ def hierarchies(
     return found
 
 
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    except OSError as exc:
-        raise OSError(exc.errno, f"writing {text!r} to {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+_write = write_file
 
 
 def _read_int(path: str) -> int | None:

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _pyclone, clone3_api
+from ._procfs import write_file
 from .actions import Action, ActionError
 from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import CloneFlag, flag_names
@@ -771,14 +772,7 @@ def _check_time_offsets(
 def _write_time_offsets(pid: int, offsets: list[tuple[str, int, int]]) -> None:
     """Write the offsets of the task's unused time namespace; the kernel's errno passes through."""
     text = "".join(f"{clock} {sec} {nsec}\n" for clock, sec, nsec in offsets)
-    path = f"/proc/{pid}/timens_offsets"
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    except OSError as exc:
-        raise OSError(exc.errno, f"writing {text.strip()!r} to {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+    write_file(f"/proc/{pid}/timens_offsets", text)
 
 
 def _unshare_time() -> None:

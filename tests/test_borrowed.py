@@ -56,6 +56,7 @@ from pyclone import (
 from pyclone.borrowed import vm_supported
 
 from conftest import WAIT, Health
+from vm_worker import EXPECTED  # the behaviours and what each should end with
 
 VMV = CLONE_VM | CLONE_VFORK
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -192,18 +193,6 @@ def worker() -> Iterator[Worker]:
     assert w.proc.returncode == 0, "worker did not exit cleanly"
 
 
-#: Expected exit status and abandonment per behaviour (kept in vm_worker.EXPECTED).
-EXPECTED: dict[str, tuple[int, bool]] = {
-    "return": (0, False),
-    "raise": (1, False),
-    "sysexit": (5, False),
-    "child_exit": (6, False),
-    "child_exec": (7, False),
-    "os_exit": (8, True),
-    "os_execv": (9, True),
-    "sigkill": (-9, True),
-    "recursion": (1, False),
-}
 BEHAVIOURS = sorted(EXPECTED)
 
 

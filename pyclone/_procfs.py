@@ -1,0 +1,19 @@
+"""Writing the kernel's control files (/proc, /sys/fs/cgroup) with errors that name them."""
+
+from __future__ import annotations
+
+import os
+
+
+def write_file(path: str, text: str) -> None:
+    """Write ``text`` to an existing control file in one write(2).
+
+    An OSError keeps the kernel's errno and says what was written where.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    except OSError as exc:
+        raise OSError(exc.errno, f"writing {text.strip()!r} to {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
