@@ -29,6 +29,7 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.doctest",
+    "sphinx.ext.graphviz",
     "sphinx.ext.viewcode",
     "pyclone_docs",
 ]
@@ -87,3 +88,5 @@ doctest_default_flags = (
     | __import__("doctest").DONT_ACCEPT_TRUE_FOR_1
 )
 trim_doctest_flags = True
+
+graphviz_output_format = "svg"

@@ -4,12 +4,22 @@ On Linux a process and a thread are both tasks; the clone flags decide what
 the new task shares with its creator.  :func:`spawn_task` gives a
 Popen-like :class:`Task`; :func:`clone` and :func:`clone3` are the system
 calls themselves.
+
+Importing the package loads only what those need.  The tools built on top
+(:class:`Sandbox`, :func:`explain` and the rule model, :func:`probe`,
+:func:`shared_resources`) load on first use, as the ``_LAZY`` table says.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
 from . import actions
 from . import errors as _errors  # installs the error hook
+from ._clone_api import clone
 from ._pyclone import (
     CLONE_CHILD_CLEARTID,
     CLONE_CHILD_SETTID,
@@ -39,7 +49,6 @@ from ._pyclone import (
     CLONE_VFORK,
     CLONE_VM,
     CSIGNAL,
-    clone,
     kcmp,
 )
 from .actions import ActionError
@@ -49,13 +58,63 @@ from .clone3_api import CloneArgumentError, clone3
 from .errors import ChildError, TimeoutExpired, UnsupportedFlags
 from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
 from .pidfd import pidfd_exit_status, pidfd_send_signal
-from .probe import probe
-from .rules import explain, predict_errno
-from .sandbox import Sandbox, SandboxError
-from .sharing import shared_resources
 from .task import Task, spawn_task
 
+if TYPE_CHECKING:
+    from .probe import probe
+    from .rules import explain, predict_errno, refused
+    from .sandbox import Sandbox, SandboxError
+    from .sharing import shared_resources
+
 del _errors
+
+#: The public names imported on first use (PEP 562), each with the submodule that
+#: defines it.  ``tests/test_layering.py`` reads this table as the package's lazy
+#: imports, so they are checked like any other edge.
+_LAZY: dict[str, str] = {
+    "Sandbox": "sandbox",
+    "SandboxError": "sandbox",
+    "explain": "rules",
+    "predict_errno": "rules",
+    "probe": "probe",
+    "refused": "rules",
+    "shared_resources": "sharing",
+}
+
+
+def _lazy_attribute(name: str) -> object:
+    """The public name ``name``, importing its submodule the first time (``__getattr__``)."""
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value: object = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: ``pyclone.probe`` stays the function.
+
+    Importing a submodule binds it on its package, so a first ``import
+    pyclone.probe`` would replace the function :func:`probe` with the module
+    of the same name; the function is kept instead.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _LAZY and value is sys.modules.get(f"{__name__}.{name}"):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+if not TYPE_CHECKING:  # mypy sees the names imported above, not a catch-all __getattr__
+    __getattr__ = _lazy_attribute
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 
@@ -114,6 +173,7 @@ __all__ = [
     "pidfd_send_signal",
     "predict_errno",
     "probe",
+    "refused",
     "shared_resources",
     "spawn_task",
 ]

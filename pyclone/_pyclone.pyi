@@ -1,7 +1,7 @@
 """Type stubs for the C module pyclone._pyclone."""
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, final
 
 CSIGNAL: int
 CLONE_NEWTIME: int
@@ -49,7 +49,10 @@ class _action_program:
 
     labels: tuple[str, ...]
     def __init__(
-        self, ops: Sequence[tuple[Any, ...]], make_error: Callable[[int, str, int], OSError]
+        self,
+        ops: Sequence[tuple[Any, ...]],
+        make_error: Callable[[int, str, int], OSError],
+        on_end: Callable[[], object] | None = None,
     ) -> None: ...
 
 class _ActionLike(Protocol):
@@ -59,7 +62,13 @@ class _ActionLike(Protocol):
 _Child = Callable[[], Any] | _ActionLike | _action_program
 
 def clone(
-    fn: _Child, flags: int, stack_size: int = 0, /, *, allow_threads: bool = False
+    fn: _Child,
+    flags: int,
+    stack_size: int = 0,
+    /,
+    *,
+    allow_threads: bool = False,
+    exec_mask: Iterable[int] | None = None,
 ) -> int: ...
 def clone3(
     fn: _Child,
@@ -72,13 +81,15 @@ def clone3(
     cgroup: int | None = None,
     stack_size: int = 0,
     allow_threads: bool = False,
+    exec_mask: Iterable[int] | None = None,
 ) -> tuple[int, int | None]: ...
 def kcmp(pid1: int, pid2: int, type: int, idx1: int = 0, idx2: int = 0, /) -> int: ...
+def _signal_disposition(signum: int, /) -> int: ...
 def _set_error_hook(hook: Callable[[int, int, str, int], OSError] | None, /) -> None: ...
 def _tstate_id() -> int: ...
 def _thread_count() -> int: ...
 
-# -- sandbox syscalls (issue 6) --------------------------------------------------
+# -- the system calls the sandbox is built from (src/nsutil.c) ---------------
 MS_RDONLY: int
 MS_NOSUID: int
 MS_NODEV: int
@@ -123,10 +134,24 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 def capget(pid: int = 0, /) -> tuple[int, int, int]: ...
 def capset(effective: int, permitted: int, inheritable: int, /) -> None: ...
 
-# -- clone3 issue (issue 5) ----------------------------------------------------
+# -- seccomp (src/seccomp.c) --------------------------------------------------
+def set_seccomp_filter(program: bytes | bytearray | memoryview, /) -> None: ...
+
+# -- clone3 arguments, pidfds and cgroups (src/clone.c, src/pidfd.c) --------
 def pidfd_send_signal(pidfd: int, sig: int, value: int | None = None, /) -> None: ...
 def unshare(flags: int, /) -> None: ...
 def setns(fd: int, nstype: int = 0, /) -> None: ...
+
+# -- descriptors -------------------------------------------------------------
+
+@final
+class Fd:
+    """The one owner of a file descriptor: closes it exactly once."""
+
+    def __init__(self, fd: int) -> None: ...
+    @property
+    def fd(self) -> int | None: ...
+    def close(self) -> None: ...
 
 # -- actions (C-level children) ---------------------------------------------
 
@@ -148,11 +173,18 @@ _act_execing: int
 _act_cancelled: int
 
 def _spawn_action(
-    action: Any, flags: int, exit_signal: int, pidfd: bool, clone3: bool, stack_size: int, /
+    action: Any,
+    flags: int,
+    exit_signal: int,
+    pidfd: bool,
+    clone3: bool,
+    stack_size: int,
+    exec_mask: Iterable[int] | None = None,
+    /,
 ) -> tuple[int, int | None, _action_run]: ...
 def _floor(kind: str, n: int, heap_bytes: int = 0, /) -> list[float]: ...
 
-# -- borrowed interpreter: Python callables in CLONE_VM children (issue 4) ----
+# -- borrowed interpreter: Python callables in CLONE_VM children (src/borrowed.c)
 class ChildExitRequest(BaseException): ...
 class ChildExecRequest(BaseException): ...
 

@@ -1,7 +1,7 @@
 """C-level actions: what a task can do without running Python.
 
 An action is an immutable description of a few system calls (write into a
-buffer, chdir, close, ignore a signal, sleep, exec, exit).  pyclone turns
+buffer, chdir, close, ignore a signal or reset it, sleep, exec, exit).  pyclone turns
 it into a flat program before the clone; the child runs that program with
 raw, async-signal-safe system calls on a stack of its own and touches no
 Python or C-library state.  So an action is valid with every flag set the
@@ -26,14 +26,21 @@ Signals stay blocked in the child for its whole life, except that just
 before an exec the caught ones are set back to ``SIG_DFL`` (unless
 ``CLONE_SIGHAND`` is set: the handlers are then the caller's) and the
 caller's mask is restored, as :mod:`subprocess` does.
+
+With ``CLONE_SIGHAND`` (``share="thread"`` included), :func:`ignore_signal`
+and :func:`default_signal` change the caller's dispositions; the
+:mod:`signal` module is brought in line when the task has been waited for
+(see :func:`resync_signals`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
 import signal
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn, Union
 
@@ -44,6 +51,7 @@ __all__ = [
     "ActionError",
     "Chdir",
     "Close",
+    "DefaultSignal",
     "Exec",
     "Exit",
     "IgnoreSignal",
@@ -52,9 +60,11 @@ __all__ = [
     "Write",
     "chdir",
     "close",
+    "default_signal",
     "exec",
     "exit",
     "ignore_signal",
+    "resync_signals",
     "sequence",
     "sleep",
     "write",
@@ -62,6 +72,9 @@ __all__ = [
 
 #: Exit status of a task whose step failed (the parent gets an ActionError).
 FAILED_STATUS = 127
+
+# The ops that change a signal's disposition.
+_SIGNAL_OPS = ("ignore_signal", "default_signal")
 
 _Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
@@ -102,7 +115,13 @@ class Action:
         raise NotImplementedError
 
     def _compile(self) -> None:
-        object.__setattr__(self, "_program", _pyclone._action_program(self._ops(), ActionError))
+        ops = self._ops()
+        # The task ends in C (its _action_run): a task that changed the
+        # caller's dispositions through CLONE_SIGHAND tells the signal
+        # module then, through this callback.
+        signums = tuple(sorted({op[2] for op in ops if op[0] in _SIGNAL_OPS}))
+        on_end = functools.partial(_resync, signums) if signums else None
+        object.__setattr__(self, "_program", _pyclone._action_program(ops, ActionError, on_end))
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError(f"{type(self).__name__} objects are immutable")
@@ -261,30 +280,48 @@ class Close(Action):
         return f"close({self.fd})"
 
 
-class IgnoreSignal(Action):
-    """Set a signal's disposition to ``SIG_IGN`` (see :func:`ignore_signal`)."""
+class _SignalStep(Action):
+    """Set a signal's disposition in the child (the caller's too with ``CLONE_SIGHAND``)."""
 
     __slots__ = ("signum",)
     signum: int
+    _op = ""
 
     def __init__(self, signum: int) -> None:
         signum = _int(signum, "signum")
         if not 1 <= signum <= 64:
             raise ValueError(f"signum must be a signal number in 1..64, not {signum}")
         if signum in (signal.SIGKILL, signal.SIGSTOP):
-            raise ValueError(f"{signal.Signals(signum).name} cannot be ignored")
+            raise ValueError(
+                f"{signal.Signals(signum).name} cannot be ignored or caught: its "
+                "disposition is always SIG_DFL"
+            )
         _set(self, signum=signum)
         self._compile()
 
     def _ops(self) -> list[tuple[Any, ...]]:
-        return [("ignore_signal", repr(self), self.signum)]
+        return [(self._op, repr(self), self.signum)]
 
     def __repr__(self) -> str:
         try:
             name = signal.Signals(self.signum).name
         except ValueError:
             name = str(self.signum)
-        return f"ignore_signal({name})"
+        return f"{self._op}({name})"
+
+
+class IgnoreSignal(_SignalStep):
+    """Set a signal's disposition to ``SIG_IGN`` (see :func:`ignore_signal`)."""
+
+    __slots__ = ()
+    _op = "ignore_signal"
+
+
+class DefaultSignal(_SignalStep):
+    """Set a signal's disposition to ``SIG_DFL`` (see :func:`default_signal`)."""
+
+    __slots__ = ()
+    _op = "default_signal"
 
 
 class Exec(Action):
@@ -402,10 +439,70 @@ def close(fd: int) -> Close:
 def ignore_signal(signum: int) -> IgnoreSignal:
     """Ignore ``signum`` in the child (kept across a later :func:`exec`).
 
-    Refused with ``CLONE_SIGHAND``, where it would change the caller's
-    disposition behind :mod:`signal`'s back.
+    With ``CLONE_SIGHAND`` the handler table is the caller's, so the caller
+    ignores the signal too, and :func:`signal.getsignal` says so once the
+    task has been waited for (see :func:`resync_signals`).  ``SIGCHLD`` is
+    refused there: ignoring it in the caller makes the kernel reap the
+    caller's children, this task included, behind its back.
     """
     return IgnoreSignal(signum)
+
+
+def default_signal(signum: int) -> DefaultSignal:
+    """Set ``signum`` back to ``SIG_DFL`` in the child (with ``CLONE_SIGHAND``, in the caller).
+
+    As for :func:`ignore_signal`, the caller's :mod:`signal` module is told
+    once the task has been waited for.  Under ``CLONE_SIGHAND`` the task's
+    exit signal may then kill the caller: :func:`pyclone.spawn_task` and
+    :func:`pyclone.clone` refuse that unless ``allow_fatal_exit_signal=True``.
+    """
+    return DefaultSignal(signum)
+
+
+def signal_steps(action: object) -> list[tuple[str, int]]:
+    """The ``(op, signum)`` signal steps of ``action``, in order (empty for a callable)."""
+    if not isinstance(action, Action):
+        return []
+    return [(op[0], op[2]) for op in action._ops() if op[0] in _SIGNAL_OPS]
+
+
+def resync_signals(action: Action) -> list[int]:
+    """Make :mod:`signal` agree with the kernel about the signals ``action`` sets.
+
+    A ``CLONE_SIGHAND`` task that ran :func:`ignore_signal` or
+    :func:`default_signal` changed the caller's dispositions in the kernel
+    behind :mod:`signal`'s back.  :class:`pyclone.Task` calls this when the
+    task has been waited for, and :func:`pyclone.clone` with ``CLONE_VFORK``
+    when it returns; after a raw clone without ``CLONE_VFORK``, call it once
+    the task has been reaped.  For each signal the kernel has at ``SIG_IGN``
+    or ``SIG_DFL`` while :func:`signal.getsignal` says otherwise, the
+    signal module's view is set to the kernel's (a Python handler that the
+    task replaced is dropped: it no longer runs).  Only the main thread can
+    do this; elsewhere nothing changes.  Returns the signals updated.
+    """
+    return _resync(tuple(sorted({sig for _, sig in signal_steps(action)})))
+
+
+def _resync(signums: tuple[int, ...]) -> list[int]:
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    kernel_view = {0: signal.SIG_DFL, 1: signal.SIG_IGN}
+    changed = []
+    for signum in signums:
+        truth = kernel_view.get(_pyclone._signal_disposition(signum))
+        if truth is None:
+            continue  # a handler again: whoever installed it knows
+        try:
+            believed = signal.getsignal(signum)
+        except ValueError:
+            continue  # a signal the signal module cannot name (glibc's 32 and 33)
+        if believed != truth:
+            try:
+                signal.signal(signum, truth)
+            except (OSError, ValueError):
+                continue
+            changed.append(signum)
+    return changed
 
 
 def exec(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, Union
@@ -46,7 +47,7 @@ def abandoned_thread_states() -> int:
 def vm_supported() -> bool:
     """True if this interpreter can run Python callables in CLONE_VM children.
 
-    GIL builds of CPython 3.10 to 3.13; free-threaded builds and other
+    GIL builds of CPython 3.10 to 3.15; free-threaded builds and other
     versions are refused with :class:`UnsupportedFlags`.
     """
     return bool(_pyclone._vm_supported())
@@ -151,8 +152,6 @@ def _guard_thread_start() -> None:
     :mod:`threading` starts threads with is wrapped instead (a transparent
     wrapper outside CLONE_VM children).
     """
-    import threading
-
     start: Callable[..., Any] = threading._start_new_thread  # type: ignore[attr-defined]
     if getattr(start, "_pyclone_guard", False):
         return

@@ -1,33 +1,87 @@
-"""The ``python -m pyclone`` command line: one subcommand per module."""
+"""The ``pyclone`` command line (also ``python -m pyclone``): one subcommand per module.
+
+Only the module of the subcommand that runs is imported (``pyclone run``
+loads the sandbox, not the benchmark); the others are listed by name and
+help line, kept here so that ``pyclone --help`` imports none of them.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from . import bench, demo, sandbox
-from .probe import add_parser as _add_probe
-from .rules import add_parser as _add_explain
+#: Each subcommand and its help line, as its module's ``add_parser`` words it
+#: (``tests/test_imports.py`` checks that they agree).
+COMMANDS: dict[str, str] = {
+    "demo": "show one task created with two flag sets (the clone-vm sample)",
+    "run": "run a command in a sandbox (bubblewrap-style options)",
+    "bench": "measure task launch cost (and, with 'switch', context switches)",
+    "explain": "say what a flag set does and whether the kernel accepts it",
+    "probe": "show which clone features this kernel offers",
+}
 
-# Each entry adds its subparsers and sets ``func`` (args -> exit status).
-_COMMANDS = (demo.add_parser, sandbox.add_parser, bench.add_parser, _add_explain, _add_probe)
+#: The one program name in every usage line and message, whichever way it was started
+#: (the ``pyclone`` console script or ``python -m pyclone``).
+PROG = "pyclone"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for ``python -m pyclone``."""
+def _add_parser(command: str) -> Callable[[Any], None]:
+    """The ``add_parser`` that registers ``command``, importing its module now."""
+    add: Callable[[Any], None]
+    if command == "demo":
+        from .demo import add_parser as add  # lazy: only the chosen subcommand's module
+    elif command == "run":
+        from .sandbox import add_parser as add  # lazy: only the chosen subcommand's module
+    elif command == "bench":
+        from .bench import add_parser as add  # lazy: only the chosen subcommand's module
+    elif command == "explain":
+        from ._cli_explain import add_parser as add  # lazy: only the chosen subcommand's module
+    else:
+        from ._cli_probe import add_parser as add  # lazy: only the chosen subcommand's module
+    return add
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for ``pyclone``.
+
+    Every subcommand's namespace carries ``prog`` (``"pyclone run"`` and so on),
+    the prefix its handler puts on an error message.  With ``only``, just that
+    subcommand is built in full (its module imported); the others have their
+    name and help line, which is all ``pyclone --help`` shows of them.
+    """
     parser = argparse.ArgumentParser(
-        prog="python -m pyclone",
+        prog=PROG,
         description="Create Linux tasks with clone(2)/clone3(2): processes and threads "
         "are both tasks, the flags decide what they share.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in _COMMANDS:
-        add(sub)
+    for command, help_line in COMMANDS.items():
+        if only is None or command == only:
+            _add_parser(command)(sub)
+        else:
+            sub.add_parser(command, help=help_line, add_help=False)
+    for subparser in sub.choices.values():
+        subparser.set_defaults(prog=subparser.prog)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str:
+    """The subcommand named in ``argv`` (the first word that is not an option), or ``""``.
+
+    The top-level parser has no option that takes a value, so that word is
+    the subcommand if there is one.
+    """
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; return the exit status.
+
+    The console script and ``python -m pyclone`` both pass it to :func:`sys.exit`.
+    """
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command(words)).parse_args(words)
     status: int = args.func(args)
     return status

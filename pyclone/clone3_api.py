@@ -29,9 +29,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeAlias
 
 from . import _pyclone
-from .actions import Action
+from ._exitsig import check_exit_signal
+from .actions import Action, signal_steps
 from .errors import UnsupportedFlags
-from .flags import CloneFlag, flag_names
+from .flags import CloneFlag, check_flags, flag_names
 
 __all__ = ["CloneArgumentError", "Created", "check_clone3_args", "clone3", "clone3_missing"]
 
@@ -72,7 +73,7 @@ class CloneArgumentError(OSError, ValueError):
 
 
 def _einval(flags: int, exit_signal: int, rule: str) -> CloneArgumentError:
-    spelled = flag_names(flags, api="clone3")
+    spelled = flag_names(flags & _U64, api="clone3")  # as the kernel reads a negative word
     return CloneArgumentError(
         errno.EINVAL,
         f"clone3({spelled}, exit_signal={exit_signal}): {os.strerror(errno.EINVAL)}: {rule}",
@@ -210,17 +211,21 @@ def create(
     stack_size: int = 0,
     allow_threads: bool = False,
     cgroup_required: bool = True,
+    exec_mask: Iterable[int] | None = None,
 ) -> Created:
     """:func:`clone3` with a detailed answer; the machinery behind it and :func:`spawn_task`.
 
     With ``cgroup_required=False`` a fallback to clone(2) drops the cgroup
     instead of refusing (``into_cgroup`` is then False and the caller
-    places the task itself, before it runs).
+    places the task itself, before it runs).  ``exec_mask`` (signal
+    numbers) is the mask a CLONE_VM child's :func:`~pyclone.child_exec`
+    installs, for a caller that holds signals around the launch; by
+    default, the mask at this call.
     """
     global _missing
     if not callable(fn) and not isinstance(fn, Action):
         raise TypeError(f"clone3() argument 'fn' must be callable, not {type(fn).__name__}")
-    word = _as_u64(flags, "flags")
+    word = _as_u64(check_flags(flags), "flags")
     tids = _set_tid_list(set_tid)
     if isinstance(stack_size, bool) or not isinstance(stack_size, int):
         raise TypeError(f"stack_size must be an int, not {type(stack_size).__name__}")
@@ -256,6 +261,7 @@ def create(
                     cgroup=cgroup_fd,
                     stack_size=stack_size,
                     allow_threads=allow_threads,
+                    exec_mask=exec_mask,
                 )
                 return Created(pid, fd, cgroup_fd is not None, True)
             except OSError as exc:
@@ -265,7 +271,9 @@ def create(
         if not cgroup_required:
             word &= ~int(CloneFlag.INTO_CGROUP)
             cgroup_fd = None
-        return _fallback(fn, word, exit_signal, pidfd, tids, cgroup_fd, stack_size, allow_threads)
+        return _fallback(
+            fn, word, exit_signal, pidfd, tids, cgroup_fd, stack_size, allow_threads, exec_mask
+        )
     finally:
         if fd_to_close >= 0:
             os.close(fd_to_close)
@@ -308,6 +316,7 @@ def _fallback(
     cgroup_fd: int | None,
     stack_size: int,
     allow_threads: bool,
+    exec_mask: Iterable[int] | None = None,
 ) -> Created:
     """clone(2) in place of a clone3 the kernel reports missing, or a clear refusal."""
     missing = "clone3(2) is missing here (ENOSYS: an old kernel or a seccomp filter)"
@@ -337,7 +346,7 @@ def _fallback(
             "Drop CLONE_PARENT or the pidfd"
         )
     legacy = (word & ~int(CloneFlag.PIDFD)) | exit_signal
-    pid = _pyclone.clone(fn, legacy, stack_size, allow_threads=allow_threads)
+    pid = _pyclone.clone(fn, legacy, stack_size, allow_threads=allow_threads, exec_mask=exec_mask)
     fd: int | None = None
     if want_pidfd:
         # The task is our unreaped child: its pid cannot be reused yet.
@@ -358,6 +367,7 @@ def clone3(
     cgroup: CgroupArg = None,
     stack_size: int = 0,
     allow_threads: bool = False,
+    allow_fatal_exit_signal: bool = False,
 ) -> tuple[int, int | None]:
     """Create a task with clone3(2) running ``fn()``; return ``(pid, pidfd or None)``.
 
@@ -376,7 +386,16 @@ def clone3(
     to clone(2) when the request fits it (the pidfd then comes from
     pidfd_open, or is None on kernels without it) and raises
     :class:`~pyclone.UnsupportedFlags` when it does not.
+
+    An ``exit_signal`` that would end or stop the caller when the task ends
+    (its disposition there is the default, and the default terminates,
+    dumps core or stops) raises :class:`ValueError` unless
+    ``allow_fatal_exit_signal=True``; see :func:`pyclone.clone`.
     """
+    if isinstance(flags, int) and not isinstance(flags, bool) and flags >= 0:
+        check_exit_signal(
+            exit_signal, flags, allow=allow_fatal_exit_signal, signal_steps=signal_steps(fn)
+        )
     made = create(
         fn,
         flags,

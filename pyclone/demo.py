@@ -9,6 +9,7 @@ from typing import Any
 
 from . import actions
 from ._pyclone import CLONE_VFORK, CLONE_VM, clone
+from .spec import SharePreset
 from .task import spawn_task
 
 _HELLO = b"hello from parent"
@@ -49,7 +50,11 @@ def run_thread_demo() -> int:
     tasks sleep in their action, then the tasks are ended.
     """
     rows = [("caller", _ids(os.getpid()))]
-    for name, share in (("process task", "process"), ("thread task", "thread")):
+    kinds: tuple[tuple[str, SharePreset], ...] = (
+        ("process task", "process"),
+        ("thread task", "thread"),
+    )
+    for name, share in kinds:
         with spawn_task(actions.sleep(60), share=share) as task:
             try:
                 rows.append((name, _ids(task.pid)))

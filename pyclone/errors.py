@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 
 from . import _pyclone
 from .flags import flag_names
+from .rules import rule_for_errno  # now, not at the first refusal: see clone_error
 
 __all__ = ["ChildError", "TimeoutExpired", "UnsupportedFlags"]
 
@@ -16,16 +16,22 @@ __all__ = ["ChildError", "TimeoutExpired", "UnsupportedFlags"]
 UnsupportedFlags = _pyclone.UnsupportedFlags
 
 
-class TimeoutExpired(subprocess.TimeoutExpired):
+class TimeoutExpired(subprocess.TimeoutExpired, TimeoutError):
     """A wait on a task did not finish within its timeout.
 
     A :class:`subprocess.TimeoutExpired`, so code written for
-    :class:`subprocess.Popen` catches it too.  ``pid`` names the task.
+    :class:`subprocess.Popen` catches it too, and a builtin
+    :class:`TimeoutError`, so ``except TimeoutError`` does.  ``pid``
+    names the task.
     """
 
     def __init__(self, pid: int, timeout: float) -> None:
         super().__init__(cmd=f"task {pid}", timeout=timeout)
         self.pid = pid
+        self.args = (pid, timeout)  # OSError leaves them empty when __init__ is overridden
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.pid, self.timeout))
 
     def __str__(self) -> str:
         return f"task {self.pid} did not end within {self.timeout} seconds"
@@ -80,28 +86,21 @@ def _rebuild_child_error(
 def clone_error(err: int, flags: int, api: str, exit_signal: int) -> OSError:
     """Build the OSError for a clone the kernel rejected (installed as the C error hook).
 
-    The message names the flags and, where the rule model knows it, the
-    kernel rule that failed.
+    The message names the flags and, where the rule model
+    (:mod:`pyclone.rules`) knows it, the kernel rule that failed.  The
+    model is imported with this module: a refusal may come where no import
+    can work any more (no descriptor left, a uid that cannot read the
+    installed package, a new root).
     """
     if api == "clone":
         spelled = flag_names(flags, api="clone")
     else:
         spelled = flag_names(flags, api="clone3") + f", exit_signal={exit_signal}"
     message = f"{api}({spelled}): {os.strerror(err)}"
-    rule = _rule_for(err, flags, api, exit_signal)
+    rule = rule_for_errno(err, flags, api=api, exit_signal=exit_signal)
     if rule:
         message += f": {rule}"
     return OSError(err, message)
-
-
-def _rule_for(err: int, flags: int, api: str, exit_signal: int) -> str | None:
-    """The name of the kernel rule the model says failed, when the rule model is present."""
-    try:
-        rules = importlib.import_module("pyclone.rules")
-    except ImportError:
-        return None
-    rule: str | None = rules.rule_for_errno(err, flags, api=api, exit_signal=exit_signal)
-    return rule
 
 
 _pyclone._set_error_hook(clone_error)

@@ -8,7 +8,7 @@ import sys
 
 from . import _pyclone
 
-__all__ = ["FORK_FLAGS", "PTHREAD_FLAGS", "CloneFlag", "flag_names"]
+__all__ = ["FORK_FLAGS", "PTHREAD_FLAGS", "CloneFlag", "check_flags", "flag_names"]
 
 if sys.version_info >= (3, 11):
 
@@ -56,6 +56,30 @@ class CloneFlag(_KeepingIntFlag):
     NEWNET = _pyclone.CLONE_NEWNET
     IO = _pyclone.CLONE_IO
     CLEAR_SIGHAND = _pyclone.CLONE_CLEAR_SIGHAND
+
+    # 3.10 and 3.11+ spell a composite value differently (member order, the
+    # leftover bits); one spelling on every version keeps doctests, logs and
+    # hypothesis reports the same: members in bit order, then leftover bits.
+    def __repr__(self) -> str:
+        value = int(self)
+        named = type(self)._value2member_map_.get(value)
+        if named is not None and named._name_ and "|" not in named._name_:
+            return f"<CloneFlag.{named._name_}: {value}>"
+        parts = [str(m._name_) for m in SINGLE_FLAGS if value & int(m)]
+        rest = value & ~sum(int(m) for m in SINGLE_FLAGS)
+        if rest:
+            parts.append(str(rest))
+        if not parts or parts == [str(value)]:
+            return f"<CloneFlag: {value}>"
+        return f"<CloneFlag.{'|'.join(parts)}: {value}>"
+
+    # As on 3.11+, where str() and format() of an IntFlag are the integer's
+    # (3.10 formats through str() once __str__ is overridden, so both go).
+    __str__ = int.__repr__
+
+    def __format__(self, format_spec: str) -> str:
+        return int.__format__(int(self), format_spec)
+
     INTO_CGROUP = _pyclone.CLONE_INTO_CGROUP
 
 
@@ -75,25 +99,46 @@ PTHREAD_FLAGS = (
     | CloneFlag.CHILD_CLEARTID
 )
 
-# Single-bit members in bit order (CSIGNAL is a mask, not a flag).
-_BITS: tuple[CloneFlag, ...] = tuple(
-    sorted((m for m in CloneFlag.__members__.values() if m.name != "CSIGNAL"), key=int)
+#: Every single-bit member, in bit order: the flags themselves.  Iterate
+#: this, never the class: Python 3.10 also yields multi-bit members when the
+#: class is iterated (CSIGNAL, the exit-signal mask), 3.11+ do not.
+SINGLE_FLAGS: tuple[CloneFlag, ...] = tuple(
+    sorted(
+        (m for m in CloneFlag.__members__.values() if int(m) and not int(m) & (int(m) - 1)),
+        key=int,
+    )
 )
+
+
+def check_flags(flags: object, what: str = "flags") -> int:
+    """Return ``flags`` as an int, or raise: TypeError for a non-int, ValueError for a negative.
+
+    A flags word is a set of bits: a negative int has infinitely many, and
+    would otherwise be read as every flag at once.
+    """
+    if isinstance(flags, bool) or not isinstance(flags, int):
+        raise TypeError(f"{what} must be an int, not {type(flags).__name__}")
+    if flags < 0:
+        raise ValueError(f"{what} must be a non-negative int (a set of bits), not {int(flags)}")
+    return int(flags)
 
 
 def flag_names(flags: int, *, api: str = "clone") -> str:
     """Spell a flags word the way C would: ``"CLONE_VM|CLONE_FS|SIGCHLD"``.
 
     With ``api="clone"`` the low byte is the exit signal and is written as a
-    signal name; with ``api="clone3"`` every bit is a flag.
+    signal name; with ``api="clone3"`` every bit is a flag.  A negative
+    ``flags`` raises :class:`ValueError`.
     """
+    if isinstance(flags, int) and not isinstance(flags, bool) and flags < 0:
+        raise ValueError(f"flags must be a non-negative int (a set of bits), not {int(flags)}")
     value = int(flags)
     parts: list[str] = []
     low = 0
     if api == "clone":
         low = value & int(CloneFlag.CSIGNAL)
         value &= ~int(CloneFlag.CSIGNAL)
-    for bit in _BITS:
+    for bit in SINGLE_FLAGS:
         if value & int(bit):
             parts.append(f"CLONE_{bit.name}")
             value &= ~int(bit)

@@ -10,20 +10,39 @@ report None.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import platform
 import struct
-from typing import Any
+from typing import TypedDict
 
 from . import _pyclone
 from .flags import CloneFlag
 
-__all__ = ["add_parser", "probe"]
+__all__ = ["Probe", "probe"]
+
+
+class Probe(TypedDict):
+    """What :func:`probe` found: True/False, or None where it cannot be told.
+
+    Each key is described in :func:`probe`.
+    """
+
+    kernel: str
+    machine: str
+    clone3: bool
+    pidfd_thread: bool | None
+    newtime_clone3: bool
+    into_cgroup: bool
+    set_tid: bool
+    user_namespaces: bool | None
+    unprivileged_user_namespaces: bool | None
+    kcmp: bool
+    pidfd_get_info: bool
+    pidfd_info_exit: bool
+
 
 F = CloneFlag
 _SYS_CLONE3 = 435  # the same number on every architecture (unified syscall table)
@@ -170,7 +189,7 @@ def _kernel_version() -> tuple[int, ...]:
     return tuple(numbers)
 
 
-def probe() -> dict[str, Any]:
+def probe() -> Probe:
     """What this machine offers; True/False, or None where it cannot be told.
 
     Keys: ``kernel``, ``machine``, ``clone3``, ``pidfd_thread`` (CLONE_PIDFD
@@ -198,31 +217,3 @@ def probe() -> dict[str, Any]:
         "pidfd_get_info": has_info,
         "pidfd_info_exit": has_info and _kernel_version() >= (6, 15),
     }
-
-
-# -- command line -----------------------------------------------------------------
-
-
-def _run(args: argparse.Namespace) -> int:
-    found = probe()
-    if args.json:
-        print(json.dumps(found, indent=2))
-    else:
-        width = max(len(key) for key in found)
-        for key, value in found.items():
-            shown = "unknown" if value is None else value
-            print(f"{key.ljust(width)}  {shown}")
-    return 0
-
-
-def add_parser(sub: Any) -> None:
-    """Register the ``probe`` subcommand."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "probe",
-        help="show which clone features this kernel offers",
-        description="Probe clone3, CLONE_PIDFD|CLONE_THREAD, CLONE_NEWTIME in clone3, "
-        "CLONE_INTO_CGROUP, set_tid, user namespaces, kcmp and pidfd info, "
-        "without creating any task.",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(func=_run)

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from .flags import CloneFlag
 
-__all__ = ["NAMESPACES", "PRESETS", "SHARE_NAMES", "NewSpec", "ShareSpec", "resolve_flags"]
+__all__ = [
+    "NAMESPACES",
+    "PRESETS",
+    "SHARE_NAMES",
+    "NamespaceName",
+    "NewSpec",
+    "ShareName",
+    "SharePreset",
+    "ShareSpec",
+    "resolve_flags",
+]
+
+#: The ``share=`` presets, as a type: a misspelt preset is a type error, not only a ValueError.
+SharePreset: TypeAlias = Literal["process", "thread", "vfork"]
+#: The names ``share=`` combines (alone, or in an iterable).
+ShareName: TypeAlias = Literal["vm", "fs", "files", "sighand", "sysvsem", "io", "thread", "parent"]
+#: The names ``new=`` takes (alone, or in an iterable), besides ``"all"``.
+NamespaceName: TypeAlias = Literal[
+    "user", "pid", "mnt", "mount", "net", "uts", "ipc", "cgroup", "time"
+]
 
 #: What each ``share=`` name makes the task share with its creator.
 SHARE_NAMES: dict[str, CloneFlag] = {
@@ -49,9 +68,12 @@ NAMESPACES: dict[str, CloneFlag] = {
 }
 
 #: What ``share=`` accepts: one preset or share name, or an iterable of share names.
-ShareSpec: TypeAlias = "str | Iterable[str]"
+#: The names are checked again at run time, for callers without a type checker.
+ShareSpec: TypeAlias = SharePreset | ShareName | Iterable[ShareName]
 #: What ``new=`` accepts: a namespace name, an iterable of them, ``"all"``, or None.
-NewSpec: TypeAlias = "str | Iterable[str] | None"
+NewSpec: TypeAlias = (
+    NamespaceName | Literal["all"] | Iterable[NamespaceName | Literal["all"]] | None
+)
 
 
 def _names(spec: str | Iterable[str], what: str) -> list[str]:

@@ -2,27 +2,32 @@
 
 Import it on demand (``import pyclone.strategies``): it needs
 `hypothesis <https://hypothesis.readthedocs.io>`_, which pyclone itself does
-not.  Flag sets are drawn as sets of :class:`~pyclone.CloneFlag` members, so
-a failing example shrinks to the fewest flags: each flag is drawn as its
-own boolean (true one time in four), and each shrinks to false on its own.
+not.  Flag sets are drawn flag by flag, each flag its own boolean, so a
+failing example shrinks to the fewest flags, and each shrinks to false on
+its own.  A flag is in a set one time in two, except the flags the kernel
+refuses on their own (for clone3: CLONE_DETACHED, CLONE_THREAD,
+CLONE_SIGHAND; for an unprivileged caller every new namespace but the user
+one), which are in one set in eight: they would otherwise hide, behind
+their own refusal, whatever the other flags do together.
 
 ``valid=True``/``False`` keeps only the flag sets the kernel accepts/rejects,
 as :func:`pyclone.predict_errno` says for the given caller.  Accepted sets
 are built by dropping, rule by rule, the flags that make the kernel refuse
 (:attr:`pyclone.rules.Rule.repair`), so every accepted set can be drawn and
-none is wasted.
+none is wasted.  ``target=`` also keeps out what pyclone itself refuses
+(:func:`pyclone.refused`).  Drawn flag sets print in failing examples as
+``CloneFlag.FS | CloneFlag.NEWNS``, which is valid Python.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
-from hypothesis import strategies as st
-
-from .flags import CloneFlag
-from .rules import CallerState, _call, _first_failure
+from ._strategies_hypothesis import strategies as st
+from .flags import SINGLE_FLAGS, CloneFlag
+from .rules import CallerState, _call, _first_failure, refused
 from .spec import NAMESPACES, SHARE_NAMES
 
 __all__ = [
@@ -41,11 +46,13 @@ __all__ = [
 F = CloneFlag
 
 #: The flags drawn for clone(2): every flag of the legacy 32-bit word.
-CLONE_FLAGS: tuple[CloneFlag, ...] = tuple(m for m in CloneFlag if int(m) >> 8 and not int(m) >> 32)
+CLONE_FLAGS: tuple[CloneFlag, ...] = tuple(
+    m for m in SINGLE_FLAGS if int(m) >> 8 and not int(m) >> 32
+)
 
 #: The flags drawn for clone3(2).  CLONE_INTO_CGROUP is left out: its outcome
 #: depends on the cgroup descriptor, which a flag set does not carry.
-CLONE3_FLAGS: tuple[CloneFlag, ...] = tuple(m for m in CloneFlag if m is not F.INTO_CGROUP)
+CLONE3_FLAGS: tuple[CloneFlag, ...] = tuple(m for m in SINGLE_FLAGS if m is not F.INTO_CGROUP)
 
 #: Exit signals a test process cannot block, so they act on it when a child
 #: ends: SIGKILL, SIGSTOP, and glibc's internal 32 and 33 (SIGCANCEL,
@@ -66,15 +73,6 @@ def _members(pool: Iterable[CloneFlag] | None, api: str) -> tuple[CloneFlag, ...
     return members
 
 
-def _repair(flags: int, api: str, exit_signal: int, caller: CallerState) -> int:
-    """Drop flags, rule by rule, until the kernel would accept the set."""
-    while True:
-        rule = _first_failure(_call(flags, api, exit_signal, caller))
-        if rule is None or not flags & rule.repair:
-            return flags
-        flags &= ~rule.repair
-
-
 def _caller(privileged: bool | CallerState | None) -> CallerState:
     if privileged is None:
         return CallerState.current()  # read once, when the strategy is built
@@ -92,6 +90,7 @@ def clone_flags(
     flags: Iterable[CloneFlag] | None = None,
     min_size: int = 0,
     max_size: int | None = None,
+    target: str | None = None,
 ) -> st.SearchStrategy[CloneFlag]:
     """Flag sets for ``api`` ("clone" or "clone3"), without an exit signal.
 
@@ -102,8 +101,10 @@ def clone_flags(
     ``exit_signal`` (clone3: default SIGCHLD; it matters for CLONE_THREAD and
     CLONE_PARENT) and the caller described by ``privileged`` (as in
     :func:`pyclone.predict_errno`; None reads this process's state once,
-    when the strategy is built).  For clone(2) add the exit signal to the
-    word yourself: the kernel never checks it.
+    when the strategy is built).  ``target`` ("callable" or "action") keeps
+    the sets :func:`pyclone.refused` lets through for that child with
+    :func:`pyclone.clone` or :func:`pyclone.clone3`.  For clone(2) add the
+    exit signal to the word yourself: the kernel never checks it.
 
     >>> from hypothesis import given
     >>> @given(clone_flags(valid=False))
@@ -112,35 +113,95 @@ def clone_flags(
     members = _members(flags, api)
     caller = _caller(privileged)
     sig = 0 if api == "clone" else (int(signal.SIGCHLD) if exit_signal is None else exit_signal)
-    picks = st.tuples(*(_BIT for _ in members))
-    words = picks.map(lambda bits: _or(m for m, on in zip(members, bits, strict=True) if on))
+    if target not in (None, "callable", "action"):
+        raise ValueError(f"target must be None, 'callable' or 'action', not {target!r}")
+    if valid and _first_failure(_call(0, api, sig, caller)) is not None:
+        raise ValueError(f"no flag set is accepted by {api} with exit_signal={sig}")
+    rare = frozenset(m for m in members if _first_failure(_call(int(m), api, sig, caller)))
+    words: st.SearchStrategy[CloneFlag] = _flag_sets(
+        members, rare, _Repair(api, sig, caller) if valid else None
+    )
     if min_size or max_size is not None:
         top = len(members) if max_size is None else max_size
         words = words.filter(lambda f: min_size <= len(_bits(f)) <= top)
-    if valid is None:
-        return words
-    if valid:
-        if _first_failure(_call(0, api, sig, caller)) is not None:
-            raise ValueError(f"no flag set is accepted by {api} with exit_signal={sig}")
-        return words.map(lambda f: F(_repair(int(f), api, sig, caller))).filter(
-            lambda f: len(_bits(f)) >= min_size
+    if valid is False:
+        words = words.filter(lambda f: _first_failure(_call(int(f), api, sig, caller)) is not None)
+    if target is not None:
+        chosen = target
+        signal_arg = sig if api == "clone3" else None
+        words = words.filter(
+            lambda f: refused(int(f), api=api, exit_signal=signal_arg, target=chosen) is None
         )
-    return words.filter(lambda f: _first_failure(_call(int(f), api, sig, caller)) is not None)
+    return words
 
 
-#: One flag's "is it in the set": true one time in four, shrinking to false.
-_BIT = st.sampled_from((False, False, False, True))
+#: A common flag's "is it in the set": true one time in two, shrinking to false.
+_BIT = st.booleans()
 
 
-def _or(chosen: Iterable[CloneFlag]) -> CloneFlag:
-    word = F(0)
-    for m in sorted(chosen, key=int):
-        word |= m
-    return word
+@st.composite
+def _rare_bit(draw: st.DrawFn) -> bool:
+    """True one time in eight; each of the three draws shrinks to false, and so the result."""
+    return draw(_BIT) and draw(_BIT) and draw(_BIT)
+
+
+_RARE_BIT = _rare_bit()
+
+
+class _Repair(NamedTuple):
+    """Drop flags, rule by rule, until the kernel would accept the set."""
+
+    api: str
+    exit_signal: int
+    caller: CallerState
+
+    def __call__(self, flags: int) -> int:
+        while True:
+            rule = _first_failure(_call(flags, self.api, self.exit_signal, self.caller))
+            if rule is None or not flags & rule.repair:
+                return flags
+            flags &= ~rule.repair
+
+
+@st.composite
+def _flag_sets(
+    draw: st.DrawFn,
+    members: tuple[CloneFlag, ...],
+    rare: frozenset[CloneFlag],
+    repair: _Repair | None,
+) -> CloneFlag:
+    # Composed here rather than with .map(): a failing example then prints
+    # the flag set itself, not the mapping function applied to booleans.
+    word = 0
+    for m in members:
+        if draw(_RARE_BIT if m in rare else _BIT):
+            word |= int(m)
+    return F(word if repair is None else repair(word))
+
+
+def _repair(flags: int, api: str, exit_signal: int, caller: CallerState) -> int:
+    """Drop flags, rule by rule, until the kernel would accept the set."""
+    return _Repair(api, exit_signal, caller)(flags)
 
 
 def _bits(flags: int) -> list[int]:
     return [1 << i for i in range(64) if flags >> i & 1]
+
+
+def _pretty_flags(obj: CloneFlag, printer: Any, cycle: bool) -> None:
+    """Print a flag set as Python that rebuilds it: ``CloneFlag.FS | CloneFlag.NEWNS``."""
+    value = int(obj)
+    names = [f"CloneFlag.{m.name}" for m in SINGLE_FLAGS if value & int(m)]
+    rest = value & ~sum(int(m) for m in SINGLE_FLAGS)
+    printer.text(" | ".join(names + ([f"CloneFlag({rest:#x})"] if rest else [])) or "CloneFlag(0)")
+
+
+try:  # hypothesis's printer for failing examples; without it flags print as their repr
+    from hypothesis.vendor.pretty import for_type_by_name
+except ImportError:  # pragma: no cover - a hypothesis without the vendored printer
+    pass
+else:
+    for_type_by_name(CloneFlag.__module__, CloneFlag.__qualname__, _pretty_flags)
 
 
 def exit_signals(
@@ -237,18 +298,28 @@ def share_specs(
         names.remove("parent")
     if forklike:
         names = [n for n in names if n not in ("vm", "sighand", "thread")]
-    sets = st.sets(st.sampled_from(names)).map(frozenset)
-    if not valid:
-        return sets
+    return _name_sets(tuple(names), _close if valid else None)
 
-    def close(spec: frozenset[str]) -> frozenset[str]:
-        if "sighand" in spec and "vm" not in spec:
-            spec -= {"sighand"}
-        if "thread" in spec and "sighand" not in spec:
-            spec -= {"thread"}
-        return spec
 
-    return sets.map(close)
+def _close(spec: frozenset[str]) -> frozenset[str]:
+    """Keep the kernel's closure rules: thread needs sighand, sighand needs vm."""
+    if "sighand" in spec and "vm" not in spec:
+        spec -= {"sighand"}
+    if "thread" in spec and "sighand" not in spec:
+        spec -= {"thread"}
+    return spec
+
+
+@st.composite
+def _name_sets(
+    draw: st.DrawFn,
+    names: tuple[str, ...],
+    fix: Callable[[frozenset[str]], frozenset[str]] | None,
+) -> frozenset[str]:
+    # One boolean per name (not st.sets): each name shrinks out on its own,
+    # so a failing example keeps only the names it needs.
+    chosen = frozenset(n for n in names if draw(_BIT))
+    return chosen if fix is None else fix(chosen)
 
 
 def namespace_specs(
@@ -260,11 +331,12 @@ def namespace_specs(
     this process) every non-empty set includes ``"user"``, which grants the
     rest.  Sets shrink towards the empty set.
     """
-    names = sorted(n for n in NAMESPACES if n != "mount")
-    sets = st.sets(st.sampled_from(names)).map(frozenset)
-    if _caller(privileged).sys_admin:
-        return sets
-    return sets.map(lambda s: s | {"user"} if s else s)
+    names = tuple(sorted(n for n in NAMESPACES if n != "mount"))
+    return _name_sets(names, None if _caller(privileged).sys_admin else _with_user)
+
+
+def _with_user(new: frozenset[str]) -> frozenset[str]:
+    return new | {"user"} if new else new
 
 
 #: Share names that conflict with a new namespace (the kernel's rules P1, P2, P12).
@@ -289,19 +361,17 @@ def spawn_specs(
     user or pid namespace).
     """
 
-    def resolve(
-        pair: tuple[frozenset[str], frozenset[str]],
-    ) -> tuple[frozenset[str], frozenset[str]]:
-        share, new = pair
-        dropped = {name for name, bad in _CONFLICTS.items() if name in share and bad & new}
-        share = share - dropped
-        if "sighand" in share and "vm" not in share:
-            share -= {"sighand"}
-        if "thread" in share and "sighand" not in share:
-            share -= {"thread"}
-        return share, new
-
-    pairs = st.tuples(
+    return _spawn_pairs(
         share_specs(forklike=forklike, parent=parent), namespace_specs(privileged=privileged)
     )
-    return pairs.map(resolve)
+
+
+@st.composite
+def _spawn_pairs(
+    draw: st.DrawFn,
+    shares: st.SearchStrategy[frozenset[str]],
+    news: st.SearchStrategy[frozenset[str]],
+) -> tuple[frozenset[str], frozenset[str]]:
+    share, new = draw(shares), draw(news)
+    dropped = {name for name, bad in _CONFLICTS.items() if name in share and bad & new}
+    return _close(share - dropped), new

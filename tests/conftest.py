@@ -1,11 +1,16 @@
-"""Shared fixtures: a parent-health snapshot taken around every test that asks for it."""
+"""Shared fixtures: a parent-health snapshot taken around every test that asks for it,
+and helpers the tests share (forked runs, reaping, an interpreter uid 65534 can run)."""
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import faulthandler
+import functools
 import gc
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -262,3 +267,101 @@ def sigwait_info(signum: int, timeout: float = WAIT) -> tuple[int, int, int, int
     pid = struct.unpack_from("<i", info.raw, 16)[0]
     value = struct.unpack_from("<q", info.raw, 24)[0]
     return signo, code, pid, value
+
+
+NOBODY = 65534
+
+#: What the copy of an interpreter for uid 65534 leaves out of the standard library.
+_STDLIB_UNNEEDED = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages")
+
+
+@functools.cache
+def unprivileged_python() -> str:
+    """An interpreter uid 65534 can run, of this one's version and build (debug or not).
+
+    The base interpreter of this one (a virtual environment's ``bin/python``
+    only links to it) when uid 65534 can run it and read its standard
+    library, as it can /usr/bin's.  Otherwise (pyenv's live under /root,
+    which only root may enter) a copy made once per session in a
+    world-readable temporary directory: the executable, its libpython and the
+    standard library, hard-linked where the file system allows.  It has none
+    of this interpreter's site-packages, so the caller puts a copy of pyclone
+    that uid 65534 can read on ``PYTHONPATH``.  Skips the test if neither runs.
+    """
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    base = os.path.join(sys.base_prefix, "bin", version + sys.abiflags)
+    if not os.access(base, os.X_OK):
+        base = os.path.realpath(sys.executable)
+    if os.geteuid() != 0 or _runs_as_nobody(base):
+        return base
+    copy = _world_readable_copy(base, version)
+    if not _runs_as_nobody(copy):
+        pytest.skip(f"no interpreter like {sys.executable} that uid {NOBODY} can run")
+    return copy
+
+
+def _runs_as_nobody(python: str) -> bool:
+    """Does ``python`` start as uid 65534 and say it is this interpreter's version and build?"""
+    want = f"{sys.version_info[:2]} {sys.abiflags!r}"
+    try:
+        done = subprocess.run(
+            [python, "-c", "import sys; print(sys.version_info[:2], repr(sys.abiflags))"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+            user=NOBODY,
+            group=NOBODY,
+            extra_groups=[],
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == want
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _world_readable_copy(base: str, version: str) -> str:
+    """Copy ``base``'s interpreter to a temporary prefix; return a script that runs it.
+
+    The executable finds its standard library next to itself (``../lib``),
+    but its libpython through the build's absolute RUNPATH, under the
+    directory uid 65534 cannot enter: the script points LD_LIBRARY_PATH,
+    which takes precedence over RUNPATH, at the copy.
+    """
+    prefix = tempfile.mkdtemp(prefix="pyclone-python-")
+    atexit.register(shutil.rmtree, prefix, ignore_errors=True)
+    os.chmod(prefix, 0o755)
+    home = os.path.dirname(os.path.dirname(base))
+    os.makedirs(os.path.join(prefix, "bin"), mode=0o755)
+    os.makedirs(os.path.join(prefix, "lib"), mode=0o755)
+    executable = os.path.join(prefix, "bin", os.path.basename(base))
+    _link_or_copy(base, executable)
+    for name in os.listdir(os.path.join(home, "lib")):
+        if name.startswith(f"lib{version}"):
+            _link_or_copy(os.path.join(home, "lib", name), os.path.join(prefix, "lib", name))
+    shutil.copytree(
+        os.path.join(home, "lib", version),
+        os.path.join(prefix, "lib", version),
+        ignore=lambda _dir, names: [n for n in names if n in _STDLIB_UNNEEDED],
+        copy_function=_link_or_copy,
+        symlinks=True,
+    )
+    for dirpath, _dirnames, _filenames in os.walk(prefix):
+        os.chmod(dirpath, 0o755)
+    script = os.path.join(prefix, "bin", "python")
+    with open(script, "w") as f:
+        f.write(
+            "#!/bin/sh\n"
+            f"LD_LIBRARY_PATH={prefix}/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}} "
+            f'exec {executable} "$@"\n'
+        )
+    os.chmod(script, 0o755)
+    return script

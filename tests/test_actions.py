@@ -1,64 +1,19 @@
-"""pyclone.actions: C-level children for every flag class, and thread tasks (real kernel)."""
+"""pyclone.actions: building actions, and C-level children for every flag class (real kernel)."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import gc
 import os
 import signal
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import pyclone
 from pyclone import ActionError, CloneFlag, UnsupportedFlags, _pyclone, actions, spawn_task
 
-from conftest import WAIT, Health, check_health, reap
-
-HELLO = b"hello from parent\0"
-CHILD = b"hello from child\0"
-THREAD = CloneFlag(
-    CloneFlag.VM
-    | CloneFlag.FS
-    | CloneFlag.FILES
-    | CloneFlag.SIGHAND
-    | CloneFlag.THREAD
-    | CloneFlag.SYSVSEM
-)
-
-
-def seed_buffer() -> bytearray:
-    buf = bytearray(100)
-    buf[: len(HELLO)] = HELLO
-    return buf
-
-
-def text(buf: bytearray) -> bytes:
-    return bytes(buf).split(b"\0", 1)[0]
-
-
-def wait_thread_gone(tid: int) -> None:
-    """Wait for a thread to leave /proc/self/task.
-
-    A raw-clone thread cannot be joined from Python, and a joined one may
-    still be finishing its exit in the kernel after its tid word cleared.
-    """
-    deadline = time.monotonic() + WAIT
-    while os.path.exists(f"/proc/self/task/{tid}"):
-        assert time.monotonic() < deadline, f"thread {tid} did not end"
-        time.sleep(0.001)
-
-
-def maps_lines() -> int:
-    with open("/proc/self/maps") as f:
-        return sum(1 for _ in f)
-
+from actions_support import CHILD, HELLO, THREAD, seed_buffer, text
+from conftest import WAIT, Health, reap
 
 # -- building actions ------------------------------------------------------------------
 
@@ -302,21 +257,38 @@ def test_ignore_signal_is_kept_across_exec(healthy: Health, tmp_path: Path) -> N
     assert sig_bits(out.read_text(), "SigIgn") & (1 << (signal.SIGUSR1 - 1))
 
 
-def test_ignore_signal_with_clone_sighand_is_refused(healthy: Health) -> None:
-    with pytest.raises(UnsupportedFlags, match=r"signal\.signal"):
-        spawn_task(actions.ignore_signal(signal.SIGUSR1), share=["vm", "sighand"])
-
-
-def test_exec_restores_the_callers_mask_and_default_handlers(
-    healthy: Health, tmp_path: Path
+def test_ignore_signal_with_clone_sighand_is_the_callers_and_signal_module_is_told(
+    healthy: Health,
 ) -> None:
+    old = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        with spawn_task(actions.ignore_signal(signal.SIGUSR1), share=["vm", "sighand"]) as task:
+            assert task.wait(WAIT) == 0
+        assert _pyclone._signal_disposition(signal.SIGUSR1) == 1  # SIG_IGN in the kernel
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def test_ignore_sigchld_with_clone_sighand_is_refused(healthy: Health) -> None:
+    # the caller's children, this task included, would be reaped behind its back
+    with pytest.raises(UnsupportedFlags, match="SIGCHLD"):
+        spawn_task(actions.ignore_signal(signal.SIGCHLD), share=["vm", "sighand"])
+    assert _pyclone._signal_disposition(signal.SIGCHLD) == 0
+
+
+@pytest.mark.parametrize("share", ["vm", "process", "vfork"])
+def test_exec_restores_the_callers_mask_and_default_handlers(
+    healthy: Health, tmp_path: Path, share: str
+) -> None:
+    """A process's launch holds signals; the exec'd program still gets the caller's mask."""
     out = tmp_path / "status"
     old = signal.signal(signal.SIGUSR2, lambda *_: None)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})
     try:
         # cp copies its own status: the mask and handlers execve handed over
         action = actions.exec("/bin/cp", ["cp", "/proc/self/status", str(out)])
-        with spawn_task(action, share="vm") as task:
+        with spawn_task(action, share=share) as task:
             assert task.wait(WAIT) == 0
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGWINCH})
@@ -437,256 +409,6 @@ def test_every_flag_class_runs_an_action(healthy: Health, name: str) -> None:
         assert task.tgid == task.pid
 
 
-# -- thread tasks ------------------------------------------------------------------------------
-
-
-def test_thread_ids(healthy: Health) -> None:
-    with spawn_task(actions.sleep(WAIT * 10), share="thread") as task:
-        assert task.tgid == os.getpid()
-        assert task.pid != os.getpid()
-        assert task.pidfd is None
-        assert os.path.isdir(f"/proc/self/task/{task.pid}")
-        with open(f"/proc/{task.pid}/status") as f:
-            status = f.read()
-        assert f"Tgid:\t{os.getpid()}\n" in status
-        task.kill()
-        assert task.wait(WAIT) == -signal.SIGKILL
-    # wait() returns once the kernel cleared the tid word, as pthread_join does;
-    # the thread may still be finishing its exit in the kernel for a moment
-    wait_thread_gone(task.pid)
-
-
-def test_thread_shares_vm_files_fs_sighand(healthy: Health) -> None:
-    with spawn_task(actions.sleep(WAIT * 10), share="thread") as task:
-        try:
-            for kind in ("KCMP_VM", "KCMP_FILES", "KCMP_FS", "KCMP_SIGHAND"):
-                assert pyclone.kcmp(os.getpid(), task.pid, getattr(_pyclone, kind)) == 0, kind
-        finally:
-            task.kill()
-
-
-def test_process_action_shares_nothing_by_default(healthy: Health) -> None:
-    with spawn_task(actions.sleep(WAIT * 10)) as task:
-        try:
-            for kind in ("KCMP_VM", "KCMP_FILES", "KCMP_FS", "KCMP_SIGHAND"):
-                assert pyclone.kcmp(os.getpid(), task.pid, getattr(_pyclone, kind)) != 0, kind
-        finally:
-            task.kill()
-
-
-def test_thread_join_releases_the_gil(healthy: Health) -> None:
-    ticks = []
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.is_set():
-            ticks.append(1)
-            time.sleep(0.001)
-
-    ticker = threading.Thread(target=tick)
-    ticker.start()
-    try:
-        with spawn_task(actions.sleep(0.2), share="thread") as task:
-            count = len(ticks)
-            assert task.wait(WAIT) == 0
-            assert len(ticks) > count
-    finally:
-        stop.set()
-        ticker.join(WAIT)
-
-
-def test_thread_join_runs_signal_handlers_and_goes_on(healthy: Health) -> None:
-    got: list[int] = []
-    old = signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
-    try:
-        task = spawn_task(actions.sequence(actions.sleep(0.3), actions.exit(4)), share="thread")
-        main = threading.main_thread().ident
-        assert main is not None
-        timer = threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGUSR1))
-        timer.start()
-        assert task.wait(WAIT) == 4  # EINTR from the futex wait: handler run, wait resumed
-        timer.join(WAIT)
-    finally:
-        signal.signal(signal.SIGUSR1, old)
-    assert got == [signal.SIGUSR1]
-
-
-def test_thousand_threads_leak_nothing(healthy: Health) -> None:
-    action = actions.exit(7)
-    for _ in range(50):  # warm the stack and page caches
-        spawn_task(action, share="thread").wait(WAIT)
-    lines = maps_lines()
-    fds = len(os.listdir("/proc/self/fd"))
-    for _ in range(1000):
-        task = spawn_task(action, share="thread")
-        assert task.wait(WAIT) == 7
-    assert len(os.listdir("/proc/self/fd")) == fds
-    assert maps_lines() - lines < 16  # the allocator's arenas may move a little; stacks did not
-    wait_thread_gone(task.pid)
-    assert len(os.listdir("/proc/self/task")) == healthy.threads
-
-
-def test_raw_clone_threads_are_reclaimed(healthy: Health) -> None:
-    lines = maps_lines()
-    for _ in range(200):
-        tid = pyclone.clone(actions.exit(0), THREAD)
-        wait_thread_gone(tid)
-    assert maps_lines() - lines < 16
-
-
-def test_unwaited_thread_task_is_reaped_later(healthy: Health) -> None:
-    from pyclone import task as task_module
-
-    with pytest.warns(ResourceWarning, match="never waited for"):
-        task = spawn_task(actions.sleep(0.05), share="thread")
-        tid = task.pid
-        del task
-        gc.collect()
-    assert tid in [t.pid for t in task_module._active]
-    wait_thread_gone(tid)
-    spawn_task(actions.exit(0), share="thread").wait(WAIT)  # runs the deferred cleanup
-    assert tid not in [t.pid for t in task_module._active]
-
-
-# -- the property: random accepted flag sets x actions ---------------------------------------
-
-BITS = [
-    CloneFlag.VM,
-    CloneFlag.VFORK,
-    CloneFlag.FS,
-    CloneFlag.FILES,
-    CloneFlag.SIGHAND,
-    CloneFlag.THREAD,
-    CloneFlag.SYSVSEM,
-    CloneFlag.IO,
-    CloneFlag.PTRACE,
-    CloneFlag.UNTRACED,
-    CloneFlag.NEWNS,
-    CloneFlag.NEWUTS,
-    CloneFlag.NEWIPC,
-    CloneFlag.NEWNET,
-    CloneFlag.NEWPID,
-    CloneFlag.NEWUSER,
-    CloneFlag.NEWCGROUP,
-]
-
-STEPS = ["exit", "write", "sleep", "chdir", "bad_chdir", "bad_close", "exec", "bad_exec", "ignore"]
-
-
-@pytest.fixture
-def busy_threads() -> Iterator[None]:
-    """Two Python threads that keep running while the property spawns."""
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            sum(range(1000))
-
-    workers = [threading.Thread(target=spin) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    yield
-    stop.set()
-    for worker in workers:
-        worker.join(WAIT)
-
-
-def build(steps: list[str], buf: bytearray) -> actions.Action:
-    cwd = os.getcwd()
-    table = {
-        "exit": lambda: actions.exit(5),
-        "write": lambda: actions.write(buf, CHILD),
-        "sleep": lambda: actions.sleep(0.001),
-        "chdir": lambda: actions.chdir(cwd),  # harmless even with CLONE_FS
-        "bad_chdir": lambda: actions.chdir("/nonexistent"),
-        "bad_close": lambda: actions.close(987_654),
-        "exec": lambda: actions.exec("/bin/true", ["true"]),
-        "bad_exec": lambda: actions.exec("/nope", ["/nope"]),
-        "ignore": lambda: actions.ignore_signal(signal.SIGURG),
-    }
-    return actions.sequence(*(table[step]() for step in steps))
-
-
-def run_case(api: str, action: actions.Action, flags: CloneFlag, exit_signal: int) -> None:
-    """Spawn and wait; every outcome is a status or a clean exception."""
-    if api == "spawn_task":
-        with spawn_task(action, flags=flags, exit_signal=exit_signal) as task:
-            with contextlib.suppress(ActionError):  # a failed step, reported
-                task.wait(WAIT)
-        if flags & CloneFlag.THREAD:
-            wait_thread_gone(task.pid)
-        return
-    if api == "clone":
-        pid = pyclone.clone(action, int(flags) | exit_signal)
-    else:
-        pid, _ = pyclone.clone3(action, flags, exit_signal=exit_signal)
-    if flags & CloneFlag.THREAD:
-        wait_thread_gone(pid)
-    else:
-        reap(pid)
-
-
-@pytest.mark.usefixtures("busy_threads")
-@settings(
-    derandomize=True,
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(
-    bits=st.sets(st.sampled_from(BITS), max_size=6),
-    steps=st.lists(st.sampled_from(STEPS), max_size=4),
-    exit_signal=st.sampled_from([signal.SIGCHLD, 0]),
-    api=st.sampled_from(["spawn_task", "clone", "clone3"]),
-)
-def test_any_accepted_flag_set_runs_any_action(
-    bits: set[CloneFlag], steps: list[str], exit_signal: int, api: str
-) -> None:
-    check_case(bits, steps, exit_signal, api)
-
-
-def check_case(bits: set[CloneFlag], steps: list[str], exit_signal: int, api: str) -> None:
-    """One example: whatever happens, the parent is as it was."""
-    flags = CloneFlag(0)
-    for bit in bits:
-        flags |= bit
-    buf = seed_buffer()
-    before = Health.take()
-    # the kernel's EINVAL/EPERM, pyclone's refusals, a failed vfork step: clean exceptions
-    with contextlib.suppress(OSError, UnsupportedFlags):
-        run_case(api, build(steps, buf), flags, exit_signal)
-    if not flags & CloneFlag.VM:
-        assert text(buf) == HELLO[:-1]
-    check_health(before)
-
-
-@pytest.fixture
-def slow_selected(request: pytest.FixtureRequest) -> None:
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("1000 random cases (about 8 minutes): select them with -m slow")
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-@pytest.mark.usefixtures("slow_selected", "busy_threads")
-@settings(
-    derandomize=True,
-    max_examples=1000,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(
-    bits=st.sets(st.sampled_from(BITS), max_size=8),
-    steps=st.lists(st.sampled_from(STEPS), max_size=6),
-    exit_signal=st.sampled_from([signal.SIGCHLD, 0]),
-    api=st.sampled_from(["spawn_task", "clone", "clone3"]),
-)
-def test_any_accepted_flag_set_runs_any_action_long(
-    bits: set[CloneFlag], steps: list[str], exit_signal: int, api: str
-) -> None:
-    check_case(bits, steps, exit_signal, api)
-
-
 # -- the benchmark floor -------------------------------------------------------------------
 
 
@@ -700,3 +422,30 @@ def test_floor_returns_one_time_per_round_trip(healthy: Health, kind: str) -> No
 def test_floor_rejects_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="kind is one of"):
         _pyclone._floor("clone", 1)
+
+
+def test_private_program_with_a_make_error_that_returns_no_exception(healthy: Health) -> None:
+    # it used to surface as SystemError from PyErr_SetObject; a TypeError says what is wrong
+    for bad in (lambda *_: 5, lambda *_: None):
+        prog = _pyclone._action_program([("chdir", "chdir", b"/nonexistent")], bad)
+        with pytest.raises(TypeError, match="make_error returned"):
+            pyclone.clone(prog, CloneFlag.VM | CloneFlag.VFORK | signal.SIGCHLD)
+    with pytest.raises(TypeError, match="on_end"):
+        _pyclone._action_program([("exit", "exit", 0)], ActionError, 5)
+    with pytest.raises(ValueError, match="not in 1"):
+        _pyclone._action_program([("ignore_signal", "x", 0)], ActionError)
+
+
+def test_private_run_join_refuses_nan(healthy: Health) -> None:
+    pid, pidfd, run = _pyclone._spawn_action(
+        actions.sleep(0.01), int(CloneFlag.VM), signal.SIGCHLD, True, True, 0
+    )
+    try:
+        with pytest.raises(ValueError, match="NaN"):
+            run.join(float("nan"))
+        assert run.join(WAIT)
+    finally:
+        assert pidfd is not None
+        os.close(pidfd)
+        reap(pid)
+        run.release()

@@ -55,7 +55,10 @@ def test_clone301_parent_gets_exit_signal(healthy: Health, flags: int, exit_sign
         require_root()
     old = _blocked(exit_signal)
     try:
-        pid, pidfd = pyclone.clone3(lambda: 0, flags, exit_signal=exit_signal)
+        # blocked here and collected below: the opt-in is what this caller needs
+        pid, pidfd = pyclone.clone3(
+            lambda: 0, flags, exit_signal=exit_signal, allow_fatal_exit_signal=True
+        )
         assert pidfd is None
         assert os.waitstatus_to_exitcode(reap(pid)) == 0  # waitpid(pid, __WALL)
         got = signal.sigtimedwait([exit_signal], WAIT)
@@ -174,7 +177,7 @@ def test_exit_signal_64_is_accepted(healthy: Health) -> None:
     sig = 64  # SIGRTMAX: its default action would end the test process
     old = _blocked(sig)
     try:
-        pid, _ = pyclone.clone3(lambda: 0, exit_signal=sig)
+        pid, _ = pyclone.clone3(lambda: 0, exit_signal=sig, allow_fatal_exit_signal=True)
         assert os.waitstatus_to_exitcode(reap(pid)) == 0
         got = signal.sigtimedwait([sig], WAIT)
         assert got is not None and got.si_pid == pid
@@ -366,8 +369,8 @@ def _under_enosys() -> dict[str, object]:
     out: dict[str, object] = {}
     # CLONE_FS: a request glibc's fork() cannot serve, so pyclone asks clone3 for it
     with pyclone.spawn_task(os.getpid, share="fs") as task:
+        out["pidfd"] = task.pidfd is not None  # before the wait: collecting closes it
         out["pid_ok"] = task.result(WAIT) == task.pid
-        out["pidfd"] = task.pidfd is not None
     out["missing"] = clone3_missing()
     pid, pidfd = pyclone.clone3(lambda: 3, CloneFlag.FS, pidfd=True)
     out["raw_pidfd"] = pidfd is not None

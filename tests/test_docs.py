@@ -7,6 +7,7 @@ directory from scratch, so no cached page can hide a failure.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import doctest
 import importlib.util
@@ -236,8 +237,8 @@ def test_optional_toctree_keeps_what_exists(found: set[str], kept: list[str]) ->
 def test_cli_help_lists_every_command() -> None:
     ext = _extension()
     helps = dict(ext.cli_help())
-    assert "python -m pyclone" in helps
-    assert "python -m pyclone demo" in helps
+    assert "pyclone" in helps
+    assert "pyclone demo" in helps
 
 
 # -- the builds ---------------------------------------------------------------
@@ -330,3 +331,35 @@ def test_html_with_contributed_pages(tmp_path: Path) -> None:
 
 def posixpath_join(base: str, target: str) -> str:
     return f"{base}/{target}" if base else target
+
+
+def _run_options() -> set[str]:
+    from pyclone.cli import build_parser
+
+    parser = build_parser("run")
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {option for action in sub.choices["run"]._actions for option in action.option_strings}
+
+
+def _bwrap_table() -> list[tuple[str, str]]:
+    """(bwrap option, pyclone run cell) for each row of the how-to's bubblewrap table."""
+    lines = (DOCS / "howto" / "sandbox.rst").read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        found = re.match(r"^   \* - ``(--[a-z0-9-]+)", line)
+        if found and i + 1 < len(lines):
+            rows.append((found.group(1), lines[i + 1].strip().removeprefix("- ")))
+    return rows
+
+
+def test_bwrap_table_says_what_pyclone_run_accepts() -> None:
+    """A row says "not yet" exactly when ``pyclone run`` has no such option."""
+    rows = _bwrap_table()
+    assert len(rows) > 50
+    known = _run_options()
+    for option, cell in rows:
+        if cell == "not yet":
+            assert option not in known, f"{option} is accepted but the table says not yet"
+        elif cell.startswith("``--"):
+            spelled = re.match(r"``(--[a-z0-9-]+)", cell)
+            assert spelled and spelled.group(1) in known, f"{option}: {cell} is not an option"

@@ -99,3 +99,21 @@ def test_pthread_flags_are_glibcs() -> None:
 )
 def test_flag_names(flags: int, api: str, spelled: str) -> None:
     assert flag_names(flags, api=api) == spelled
+
+
+def test_negative_flags_are_refused_everywhere_flags_enter() -> None:
+    # a negative int has every high bit set: read as a flags word it would be every flag
+    with pytest.raises(ValueError, match="non-negative"):
+        flag_names(-1)
+    with pytest.raises(ValueError, match="non-negative"):
+        flag_names(-1, api="clone3")
+    with pytest.raises(ValueError, match="flags must be a non-negative int"):
+        pyclone.clone(lambda: 0, -1)
+    with pytest.raises(ValueError, match="flags must be a non-negative int"):
+        pyclone.clone3(lambda: 0, -(1 << 63))
+    with pytest.raises(ValueError, match="flags"):
+        pyclone.spawn_task(lambda: 0, flags=-1)
+    # CloneFlag arithmetic keeps to non-negative words, so its results are accepted
+    assert flag_names(CloneFlag.VM & ~CloneFlag.FS, api="clone3") == "CLONE_VM"
+    with pytest.raises(TypeError, match="flags must be an int"):
+        pyclone.clone(lambda: 0, 17.0)  # type: ignore[arg-type]

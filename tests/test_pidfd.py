@@ -49,15 +49,20 @@ def test_stale_pidfd_never_hits_the_process_that_reuses_the_pid(healthy: Health)
     """The pid of a reaped task is given to a new process; the old pidfd reaches nothing."""
     require_root("set_tid (to force the pid reuse) needs CAP_CHECKPOINT_RESTORE")
     r, w = os.pipe()
+    stale = -1
     try:
         for _attempt in range(5):
             old = spawn_task(lambda: 0)
+            # The Task closes its pidfd once it has collected the task: keep a copy
+            assert old.pidfd is not None
+            stale = os.dup(old.pidfd)
             assert old.wait(WAIT) == 0  # reaped through waitid(P_PIDFD)
-            assert old.pidfd is not None and pidfd_reaped(old.pidfd)
+            assert old.pidfd is None and pidfd_reaped(stale)
             try:
                 other = spawn_task(_other_process, (r,), set_tid=[old.pid])
             except FileExistsError:  # someone else took the pid first: try again
-                old.close()
+                os.close(stale)
+                stale = -1
                 continue
             break
         else:
@@ -65,7 +70,7 @@ def test_stale_pidfd_never_hits_the_process_that_reuses_the_pid(healthy: Health)
         try:
             assert other.pid == old.pid
             with pytest.raises(ProcessLookupError):
-                pyclone.pidfd_send_signal(old.pidfd, signal.SIGKILL)
+                pyclone.pidfd_send_signal(stale, signal.SIGKILL)
             old.kill()  # a no-op on a collected task
             assert other.poll() is None and not other.ended  # the newcomer survived
             os.write(w, b"x")
@@ -76,6 +81,8 @@ def test_stale_pidfd_never_hits_the_process_that_reuses_the_pid(healthy: Health)
             other.close()
             old.close()
     finally:
+        if stale >= 0:
+            os.close(stale)
         os.close(r)
         os.close(w)
 

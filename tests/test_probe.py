@@ -8,13 +8,14 @@ import os
 import platform
 import subprocess
 import sys
+import typing
 
 import pytest
 
 import pyclone
 from pyclone import CloneFlag as F
 from pyclone.cli import main
-from pyclone.probe import _kernel_version, probe
+from pyclone.probe import Probe, _kernel_version, probe
 
 from conftest import WAIT, Health, reap, require_root, userns_available
 
@@ -57,6 +58,15 @@ def test_probe_creates_no_task(healthy: Health) -> None:
 def test_probe_is_exported() -> None:
     assert pyclone.probe is probe
     assert isinstance(pyclone.probe(), dict)
+
+
+def test_probe_values_have_the_types_its_typeddict_declares() -> None:
+    found = probe()
+    hints = typing.get_type_hints(Probe)
+    assert set(hints) == set(found) == KEYS
+    for key, value in found.items():
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        assert isinstance(value, allowed), (key, value, hints[key])
 
 
 def test_probe_agrees_with_the_kernel_version() -> None:

@@ -1,11 +1,23 @@
-"""share= and new= names."""
+"""share= and new= names, and the Literal types that name them for type checkers."""
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
-from pyclone import CloneFlag
-from pyclone.spec import NAMESPACES, PRESETS, SHARE_NAMES, new_flags, resolve_flags, share_flags
+from pyclone import CloneFlag, spawn_task
+from pyclone.spec import (
+    NAMESPACES,
+    PRESETS,
+    SHARE_NAMES,
+    NamespaceName,
+    ShareName,
+    SharePreset,
+    new_flags,
+    resolve_flags,
+    share_flags,
+)
 
 
 def test_presets() -> None:
@@ -52,3 +64,30 @@ def test_bad_types() -> None:
         resolve_flags(flags=1 << 64)
     with pytest.raises(ValueError):
         resolve_flags(flags=-1)
+
+
+@pytest.mark.parametrize(
+    ("literal", "table"),
+    [(SharePreset, PRESETS), (ShareName, SHARE_NAMES), (NamespaceName, NAMESPACES)],
+)
+def test_literal_names_are_the_table_keys(literal: object, table: dict[str, object]) -> None:
+    assert sorted(typing.get_args(literal)) == sorted(table)
+
+
+def test_every_literal_name_resolves() -> None:
+    for preset in typing.get_args(SharePreset):
+        resolve_flags(share=preset)
+    for name in typing.get_args(ShareName):
+        resolve_flags(share=[name])
+    for name in typing.get_args(NamespaceName):
+        resolve_flags(new=[name])
+
+
+def test_a_misspelt_name_is_still_refused_at_run_time() -> None:
+    # the Literal types only help a type checker; untyped callers get the ValueError
+    share: typing.Any = "thred"
+    with pytest.raises(ValueError, match="unknown share name 'thred'"):
+        spawn_task(int, share=share)
+    new: typing.Any = {"pid", "utz"}
+    with pytest.raises(ValueError, match="unknown namespace name 'utz'"):
+        resolve_flags(new=new)

@@ -1,0 +1,216 @@
+"""The result channel of a fork-like task: one pickled frame from child to creator.
+
+The child pickles its outcome -- ``("ok", value)`` or ``("error", exc,
+traceback text, summary)`` -- behind an 8-byte length and writes it to a
+pipe; the creator reads the pipe while it waits and unpickles the frame in
+:meth:`pyclone.Task.result`.  A CLONE_VM child shares the creator's memory
+instead and leaves its outcome in a list (:func:`shared_result`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import struct
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._fd import release_signals
+from .errors import ChildError
+
+#: The frame header: the payload's length.
+FRAME = struct.Struct("<Q")
+
+#: In a child: the descriptor its outcome goes to (so sandbox setup keeps it open).
+_child_result_fd: int | None = None
+
+
+# -- the child side ----------------------------------------------------------
+
+
+def _send(fd: int, outcome: tuple[Any, ...]) -> None:
+    _send_frame(fd, _framed(outcome))
+
+
+def _send_frame(fd: int, frame: bytes) -> None:
+    written = os.write(fd, frame)
+    if written < len(frame):
+        view = memoryview(frame)[written:]
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def _framed(outcome: tuple[Any, ...]) -> bytes:
+    payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME.pack(len(payload)) + payload
+
+
+#: The frame of a target that returned None, built once.
+_OK_NONE = _framed(("ok", None))
+
+
+def _child_main(
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    fd: int,
+    mask: set[int] | None = None,
+) -> int:
+    """Run the target in a fork-like child and send its outcome to the parent.
+
+    ``mask`` is the creator's signal mask: the launch held every
+    asynchronous signal so that one sent early is not lost in the
+    interpreter's after-fork hooks, and restoring the mask here, inside
+    the target's ``try``, delivers it now.  A KeyboardInterrupt that ends
+    the target is sent back like any exception, and then the child dies
+    by SIGINT (returncode -2), as the python program does on an uncaught
+    Ctrl-C.
+    """
+    global _child_result_fd
+    _child_result_fd = fd
+    try:
+        if mask is not None:
+            release_signals(mask)
+        value = target(*args, **kwargs)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        text = traceback.format_exc()
+        sys.stderr.write(text)
+        summary = f"{type(exc).__qualname__}: {exc}"
+        try:
+            _send(fd, ("error", _portable(exc), text, summary))
+        except Exception:
+            _send(fd, ("error", None, text, summary))
+        if isinstance(exc, KeyboardInterrupt):
+            _die_by_sigint()
+        return 1
+    try:
+        if value is None:
+            _send_frame(fd, _OK_NONE)  # the same bytes, without pickling
+        else:
+            _send(fd, ("ok", value))
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        text = traceback.format_exc()
+        summary = f"unpicklable result {type(value).__qualname__}: {exc}"
+        _send(fd, ("error", None, text, summary))
+        return 1
+    return 0
+
+
+def _portable(exc: BaseException) -> BaseException | None:
+    """``exc`` if the creator will be able to rebuild it from its pickle, else None.
+
+    An exception whose ``__init__`` takes other arguments than its
+    ``args`` pickles fine but fails to unpickle; the creator then gets the
+    type name, message and traceback text alone.
+    """
+    try:
+        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        return None
+    return exc
+
+
+def _die_by_sigint() -> None:
+    """End this child by SIGINT with its default action (flushing stdio first)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+# -- the creator side ---------------------------------------------------------
+
+
+def frame_complete(buffer: bytearray) -> bool:
+    """True once ``buffer`` holds the whole frame (header and payload)."""
+    if len(buffer) < FRAME.size:
+        return False
+    size: int = FRAME.unpack_from(buffer)[0]
+    return len(buffer) >= FRAME.size + size
+
+
+#: What unpickling a frame raises when the child's objects cannot be rebuilt
+#: here (a missing class, an ``__init__`` that the pickled args do not fit).
+#: Anything else (a KeyboardInterrupt from a signal handler) passes through.
+_UNPICKLING_ERRORS = (
+    pickle.UnpicklingError,
+    AttributeError,
+    EOFError,
+    ImportError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
+
+
+def piped_result(buffer: bytearray, pid: int, returncode: int | None) -> Any:
+    """The target's value from the frame in ``buffer``; raise ChildError for anything else."""
+    if not frame_complete(buffer):
+        raise ChildError(
+            f"task {pid} {describe_end(returncode)} without returning a result",
+            returncode=returncode,
+        )
+    try:
+        outcome = pickle.loads(bytes(buffer[FRAME.size :]))
+    except _UNPICKLING_ERRORS as err:
+        raise ChildError(
+            f"task {pid} sent back an outcome that cannot be rebuilt here: "
+            f"{type(err).__qualname__}: {err}",
+            returncode=returncode,
+        ) from err
+    if outcome[0] == "ok":
+        return outcome[1]
+    _, exc, text, summary = outcome
+    error = ChildError(
+        f"task {pid} raised {summary}",
+        exception=exc,
+        remote_traceback=text,
+        returncode=returncode,
+    )
+    if exc is not None:
+        raise error from exc
+    raise error
+
+
+def shared_result(outcome: list[tuple[Any, ...]], pid: int, returncode: int | None) -> Any:
+    """The outcome a CLONE_VM child left in shared memory (the objects themselves)."""
+    if not outcome:
+        raise ChildError(
+            f"task {pid} {describe_end(returncode)} without returning a result",
+            returncode=returncode,
+        )
+    first = outcome[0]
+    if first[0] == "ok":
+        return first[1]
+    _, exc, text = first
+    raise ChildError(
+        f"task {pid} raised {type(exc).__qualname__}: {exc}",
+        exception=exc,
+        remote_traceback=text,
+        returncode=returncode,
+    ) from exc
+
+
+def describe_end(returncode: int | None) -> str:
+    """How a task ended, for a message: "exited with status 3", "was killed by SIGKILL"."""
+    if returncode is None:
+        return "ended with a status the kernel could not report"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with status {returncode}"

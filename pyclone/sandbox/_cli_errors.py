@@ -1,0 +1,122 @@
+"""``pyclone run``'s wording of a failed setup step: the message bwrap prints for the same failure.
+
+bwrap names what it could not do ("Can't find source path /x", "Can't chdir to /y")
+followed by the system's reason; :class:`SandboxError` names the step and the system
+call's path, from which the same sentence is rebuilt here.  The Python API keeps its own
+message (``str(SandboxError)``); only the command line speaks bwrap.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+
+from ._fsops import FsOp
+from ._status import SandboxError
+
+#: Steps whose failure bwrap words without naming a path.
+_FIXED = {
+    "uid_map": "setting up uid map",
+    "gid_map": "setting up gid map",
+    "setgroups": "error writing to setgroups",
+    "make / private": "Failed to make / private",
+    "pivot_root": "pivot_root",
+    "setsid": "setsid",
+    "fork init": "Can't fork for pid 1",
+    "keepcaps": "prctl(PR_SET_KEEPCAPS) failed",
+    "capabilities": "capset failed",
+    "init capabilities": "capset failed",
+    "no_new_privs": "prctl(PR_SET_NO_NEW_PRIVS) failed",
+    "die_with_parent": "prctl",
+    "seccomp": "prctl(PR_SET_SECCOMP)",
+    "userns": "Joining specified user namespace failed",
+    "pidns": "Setting pidns failed",
+    "userns2": "Setting userns2 failed",
+    "unshare": "Creating new namespace failed",
+    "unshare pid": "Creating new namespace failed",
+    "loopback": "loopback: Failed to bring up lo",
+}
+
+
+def message(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None = None) -> str:
+    """bwrap's message for ``exc`` (without the program's name).
+
+    ``ops`` are the sandbox's filesystem operations as applied (sources
+    absolute), to name a bind's source; ``hostname`` the one asked for.
+    """
+    what = _what(exc, ops, hostname)
+    # as bwrap's die_with_error: what failed, then the system's reason
+    return f"{exc.step if what is None else what}: {exc.strerror}"
+
+
+def _what(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None) -> str | None:
+    step, name = exc.step, exc.filename
+    if step in _FIXED:
+        return _FIXED[step]
+    if step == "exec":
+        return f"execvp {name}"
+    if step == "chdir":
+        return f"Can't chdir to {name}"
+    if step == "hostname":
+        return f"Can't set hostname to {hostname}"
+    if step in ("setresuid", "setresgid"):
+        return f"unable to switch to {step[-3:]}"
+    if step.startswith("lock_file "):
+        path = step.partition(" ")[2]
+        # F_SETLK's refusal on Linux (open's EACCES is a permission, not a lock)
+        locked = exc.errno == errno.EAGAIN
+        return f"Unable to lock file {path}" if locked else f"Unable to open lock file {path}"
+    return _filesystem(exc, ops)
+
+
+def _filesystem(exc: SandboxError, ops: Sequence[FsOp]) -> str | None:
+    """A filesystem operation's failure, told apart by the path the system call had."""
+    step = exc.step
+    if step.startswith("mount tmpfs "):
+        kind, dest = "tmpfs", step.removeprefix("mount tmpfs ")
+    elif step.startswith("mount "):  # a proc or a dev
+        dest = step.removeprefix("mount ")
+        kind = _kind_at(ops, dest, ("proc", "dev"))
+    else:
+        kind, _, dest = step.partition(" ")
+    op = _op(ops, kind, dest)
+    if op is None:
+        return None
+    name, mounting = exc.filename, exc.filename2 is not None
+    if op.source is not None and name == op.source and kind != "symlink" and not mounting:
+        return f"Can't find source path {op.source}"
+    if name is not None and name != dest and dest.startswith(name.rstrip("/") + "/"):
+        return f"Can't mkdir parents for {dest}"
+    if kind in ("bind", "ro_bind", "dev_bind"):
+        if mounting:
+            return f"Can't bind mount {op.source} on {dest}"
+        source_is_dir = op.source is not None and os.path.isdir(op.source)
+        return f"Can't mkdir {dest}" if source_is_dir else f"Can't create file at {dest}"
+    if kind in ("tmpfs", "proc", "dev"):
+        fs = "proc" if kind == "proc" else "tmpfs"
+        return f"Can't mount {fs} on {dest}" if mounting else f"Can't mkdir {dest}"
+    return {
+        "dir": f"Can't mkdir {dest}",
+        "file": f"Can't create file {dest}",
+        "bind_data": f"Can't create file at {dest}",
+        "ro_bind_data": f"Can't create file at {dest}",
+        "symlink": f"Can't make symlink at {dest}",
+        "chmod": f"Can't chmod 0{op.mode or 0:o} {dest}",  # C's %#o
+        "remount_ro": f"Can't remount readonly on {dest}",
+    }.get(kind)
+
+
+def _kind_at(ops: Sequence[FsOp], dest: str, kinds: tuple[str, ...]) -> str:
+    """Which of ``kinds`` the operation at ``dest`` is (the last one there wins)."""
+    for op in reversed(ops):
+        if op.kind in kinds and op.dest == dest:
+            return op.kind
+    return kinds[0]
+
+
+def _op(ops: Sequence[FsOp], kind: str, dest: str) -> FsOp | None:
+    for op in reversed(ops):
+        if op.kind == kind and op.dest == dest:
+            return op
+    return None

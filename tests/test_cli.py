@@ -1,0 +1,93 @@
+"""The ``pyclone`` command line: one program name everywhere, the console script's exit status."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyclone import cli
+
+from conftest import WAIT
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_every_usage_line_names_the_program_pyclone() -> None:
+    assert cli.build_parser().format_usage().startswith("usage: pyclone ")
+    commands = _subparsers()
+    assert {"demo", "run", "bench", "explain", "probe"} <= set(commands)
+    for name, parser in commands.items():
+        assert parser.format_usage().startswith(f"usage: pyclone {name}"), name
+        assert "python -m" not in parser.format_help(), name
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "prefix"),
+    [
+        (["explain", "NO_SUCH_FLAG"], 2, "pyclone explain: unknown flag"),
+        (["run"], 2, "pyclone run: no COMMAND given"),
+        (["bench", "--heap", "not-a-size"], 2, "pyclone bench: bad heap size"),
+    ],
+)
+def test_error_messages_start_with_the_program_name(
+    argv: list[str], status: int, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == status
+    assert capsys.readouterr().err.startswith(prefix)
+
+
+def test_python_dash_m_uses_the_same_name() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pyclone", "explain", "NO_SUCH_FLAG"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("pyclone explain: ")
+
+
+def _console_script() -> str:
+    """The installed ``pyclone`` script beside this interpreter; skip where there is none."""
+    try:
+        points = importlib.metadata.entry_points(group="console_scripts", name="pyclone")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        points = ()
+    if not points:
+        pytest.skip("pyclone is not installed (run from a checkout on PYTHONPATH)")
+    script = shutil.which("pyclone", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("no pyclone script beside this interpreter")
+    return script
+
+
+def test_console_script_entry_point_is_cli_main() -> None:
+    _console_script()
+    (point,) = importlib.metadata.entry_points(group="console_scripts", name="pyclone")
+    assert point.value == "pyclone.cli:main"
+    assert point.load() is cli.main
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [(["demo"], 0), (["explain", "VM,SIGHAND"], 0), (["explain", "SIGHAND"], 1), (["run"], 2)],
+)
+def test_console_script_exits_with_mains_status(argv: list[str], status: int) -> None:
+    done = subprocess.run([_console_script(), *argv], capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == status, done.stderr
+    if status == 2:
+        assert done.stderr.startswith("pyclone run: ")

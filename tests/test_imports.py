@@ -1,0 +1,361 @@
+"""What ``import pyclone`` and the command line load: the core at once, the rest on first use.
+
+Each check starts a fresh interpreter with ``-I -S`` (no site, no
+environment variables, no user directory: only the interpreter's own
+start-up modules are loaded), puts the directory holding the pyclone under
+test on ``sys.path``, notes ``sys.modules`` -- which is then what ``python -c
+pass`` has loaded in that same interpreter -- and runs the import.  The
+modules it added are compared with an allowlist, so the checks hold on
+every supported CPython even though each starts with a different set.  No
+timing is asserted: the whole-process cost is measured by the benchmark.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pyclone
+from pyclone import cli
+
+#: The directory the pyclone under test is imported from (the checkout, for an editable install).
+PATH_ENTRY = str(Path(pyclone.__file__).resolve().parent.parent)
+
+#: The standard-library modules ``import pyclone`` may load beyond start-up, on any of
+#: 3.10-3.15 (each loads a subset: later versions import fewer modules, or other names).
+STDLIB_ALLOWED = frozenset(
+    {
+        # typing, enum and the small modules they and the core use
+        "__future__",
+        "_typing",
+        "abc",
+        "_abc",
+        "collections",
+        "_collections",
+        "collections.abc",
+        "_collections_abc",
+        "contextlib",
+        "_contextvars",
+        "copyreg",
+        "enum",
+        "functools",
+        "_functools",
+        "keyword",
+        "operator",
+        "_operator",
+        "reprlib",
+        "types",
+        "_types",
+        "typing",
+        "typing.io",
+        "typing.re",
+        "_weakrefset",
+        "weakref",
+        "re",
+        "re._casefix",
+        "re._compiler",
+        "re._constants",
+        "re._parser",
+        "sre_compile",
+        "sre_constants",
+        "sre_parse",
+        "_sre",
+        # os and the C-level helpers the wrappers call
+        "os",
+        "os.path",
+        "posixpath",
+        "genericpath",
+        "stat",
+        "_stat",
+        "errno",
+        "fcntl",
+        "math",
+        "math.integer",
+        "_math_integer",
+        "numbers",
+        "select",
+        "signal",
+        "struct",
+        "_struct",
+        "threading",
+        "warnings",
+        "_py_warnings",
+        "importlib",
+        "importlib._bootstrap",
+        "importlib._bootstrap_external",
+        "importlib.machinery",
+        # errors: TimeoutExpired is a subprocess.TimeoutExpired
+        "subprocess",
+        "_posixsubprocess",
+        "selectors",
+        "locale",
+        "_locale",
+        "encodings",
+        "time",
+        # _transport: the child pickles its result and formats its traceback
+        "pickle",
+        "_pickle",
+        "_compat_pickle",
+        "traceback",
+        "linecache",
+        "tokenize",
+        "_tokenize",
+        "token",
+        "textwrap",
+        "_colorize",
+        "importlib.util",  # 3.15's traceback: importlib.util, pathlib, and on Debian
+        "importlib._abc",  # the hints for a missing standard-library module
+        "pathlib",
+        "pathlib._os",
+        "ntpath",
+        "pwd",
+        "grp",
+        "_missing_stdlib_info",
+        "io",
+        "codecs",
+        "itertools",
+        # cgroup: Hierarchy is a dataclass, and spawn_task's annotations name Cgroup
+        # (typing.get_type_hints must resolve them), so cgroup loads with the core
+        "dataclasses",
+        "inspect",
+        "annotationlib",
+        "ast",
+        "_ast",
+        "dis",
+        "opcode",
+        "_opcode",
+        "_opcode_metadata",
+        "copy",
+        "string",
+        "_string",
+        "_thread",
+    }
+)
+
+#: What ``import pyclone`` must never load: each is heavy and needed only by a tool
+#: built on top, or by one method (``Task.wait_async`` imports asyncio).
+NEVER_AT_IMPORT = frozenset(
+    {
+        "argparse",
+        "asyncio",
+        "concurrent.futures",
+        "ctypes",
+        "hypothesis",
+        "json",
+        "logging",
+        "platform",
+        "socket",
+        "ssl",
+        "pyclone.bench",
+        "pyclone.cli",
+        "pyclone.demo",
+        "pyclone.probe",
+        "pyclone.sandbox",
+        "pyclone.sharing",
+        "pyclone.strategies",
+        "pyclone.testing",
+    }
+)
+
+#: The pyclone modules ``import pyclone`` loads: the core API and what it is made of.
+CORE = frozenset(
+    {
+        "pyclone",
+        "pyclone._checks",
+        "pyclone._clone_api",
+        "pyclone._exitsig",
+        "pyclone._fd",
+        "pyclone._gate",
+        "pyclone._launch",
+        "pyclone._lazy",
+        "pyclone._procfs",
+        "pyclone._pyclone",
+        "pyclone._reaper",
+        "pyclone._task",
+        "pyclone._transport",
+        "pyclone.actions",
+        "pyclone.borrowed",
+        "pyclone.cgroup",
+        "pyclone.clone3_api",
+        "pyclone.errors",
+        "pyclone.flags",
+        "pyclone.pidfd",
+        # the error hook words the kernel's refusals with the rule model, which must
+        # be loaded before a refusal that may leave no way to import it
+        "pyclone.rules",
+        "pyclone.rules._caller",
+        "pyclone.rules._effects",
+        "pyclone.rules._evaluate",
+        "pyclone.rules._model",
+        "pyclone.rules._parse",
+        "pyclone.rules._refused",
+        "pyclone.rules._request",
+        "pyclone.rules._tables",
+        "pyclone.spec",
+        "pyclone.task",
+    }
+)
+
+#: What the command line must not load for ``--help`` or for ``run``.
+NEVER_IN_THE_CLI = frozenset({"asyncio", "hypothesis", "pyclone.bench", "pyclone.strategies"})
+
+_PROBE = """
+import sys
+sys.path[:0] = sys.argv[1:]
+before = set(sys.modules)
+{statement}
+print(*sorted(set(sys.modules) - before))
+"""
+
+
+def _loaded_by(statement: str) -> set[str]:
+    """The modules a fresh ``-I -S`` interpreter adds to ``sys.modules`` running ``statement``."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _PROBE.format(statement=statement), PATH_ENTRY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def _allowed(name: str) -> bool:
+    """In :data:`STDLIB_ALLOWED`, or a codec (which ones load depends on the locale)."""
+    return name in STDLIB_ALLOWED or name.startswith("encodings.")
+
+
+def test_import_pyclone_loads_the_core_and_allowlisted_stdlib_only() -> None:
+    loaded = _loaded_by("import pyclone")
+    ours = {name for name in loaded if name.partition(".")[0] == "pyclone"}
+    assert ours == CORE
+    others = loaded - ours
+    extra = sorted(name for name in others if not _allowed(name))
+    assert not extra, f"not in the allowlist: {extra}"
+    assert not loaded & NEVER_AT_IMPORT
+
+
+def test_every_public_name_resolves_and_is_listed() -> None:
+    """``from pyclone import X`` works for each X in ``__all__``, and ``dir`` lists them."""
+    code = (
+        "import pyclone\n"
+        "names = list(pyclone.__all__)\n"
+        "missing = set(names) - set(dir(pyclone))\n"
+        "assert not missing, missing\n"
+        "exec('from pyclone import ' + ', '.join(names))\n"
+    )
+    _loaded_by(code)  # asserts the interpreter exited 0
+
+
+@pytest.mark.parametrize("name", sorted(pyclone._LAZY))
+def test_a_lazy_name_is_the_object_of_its_module(name: str) -> None:
+    module = importlib.import_module(f"pyclone.{pyclone._LAZY[name]}")
+    assert name in pyclone.__all__
+    assert getattr(pyclone, name) is getattr(module, name)
+    assert _loaded_by(f"import pyclone; pyclone.{name}") >= {f"pyclone.{pyclone._LAZY[name]}"}
+
+
+@pytest.mark.parametrize("name", sorted(pyclone._LAZY))
+def test_a_lazy_name_resolves_first_in_a_fresh_interpreter(name: str) -> None:
+    """Loaded through the package first, a lazy name is still its module's own object."""
+    module = pyclone._LAZY[name]
+    _loaded_by(
+        f"import pyclone, pyclone.{module} as m\n"
+        f"from pyclone import {name}\n"
+        f"assert {name} is getattr(sys.modules['pyclone.{module}'], {name!r})"
+    )
+
+
+def test_probe_stays_the_function_when_its_module_is_imported_first() -> None:
+    """Importing ``pyclone.probe`` binds the module on the package; the function must win."""
+    _loaded_by(
+        "import pyclone.probe, pyclone, types\n"
+        "assert not isinstance(pyclone.probe, types.ModuleType)\n"
+        "assert pyclone.probe is sys.modules['pyclone.probe'].probe\n"
+    )
+
+
+def test_a_refusal_is_worded_where_nothing_can_be_imported_any_more() -> None:
+    """The kernel refuses CLONE_SIGHAND without CLONE_VM; the hook names the rule with no import.
+
+    A refusal may come where imports fail (no descriptor left, a uid that cannot
+    read the installed package, a new root): the error must still be the OSError.
+    """
+    _loaded_by(
+        "import pyclone\n"
+        "from pyclone import actions\n"
+        "sys.meta_path[:] = []\n"
+        "sys.path_importer_cache.clear()\n"
+        "try:\n"
+        "    pyclone.clone(actions.exit(0), pyclone.CLONE_SIGHAND)\n"
+        "except OSError as exc:\n"
+        "    assert exc.errno == 22 and 'CLONE_SIGHAND requires CLONE_VM' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('the kernel accepted CLONE_SIGHAND without CLONE_VM')\n"
+    )
+
+
+def test_asyncio_loads_when_a_task_is_awaited_or_its_hints_are_read() -> None:
+    """``Task`` names asyncio through a stand-in: annotations resolve, ``wait_async`` works."""
+    _loaded_by(
+        "import typing, pyclone\n"
+        "assert 'asyncio' not in sys.modules\n"
+        "hints = typing.get_type_hints(pyclone.Task)\n"
+        "import asyncio\n"
+        "assert asyncio.Task[None] in typing.get_args(hints['_async_wait']), hints\n"
+        "task = pyclone.spawn_task(abs, (-3,))\n"
+        "assert asyncio.run(asyncio.wait_for(task.wait_async(), 60)) == 0\n"
+        "assert task.result(timeout=10) == 3\n"
+    )
+
+
+def test_an_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pyclone.no_such_name  # noqa: B018
+
+
+def _cli_loads(*argv: str) -> set[str]:
+    return _loaded_by(
+        "import runpy\n"
+        f"sys.argv = ['pyclone', *{list(argv)!r}]\n"
+        "try:\n"
+        "    runpy.run_module('pyclone', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code in (0, None), exit.code\n"
+    )
+
+
+def test_help_loads_no_subcommand() -> None:
+    loaded = _cli_loads("--help")
+    assert not loaded & NEVER_IN_THE_CLI
+    assert not loaded & {"pyclone.sandbox", "pyclone.demo", "pyclone.probe"}
+
+
+def test_run_help_loads_the_sandbox_and_not_the_rest() -> None:
+    loaded = _cli_loads("run", "--help")
+    assert "pyclone.sandbox" in loaded
+    assert not loaded & NEVER_IN_THE_CLI
+    assert not loaded & {"pyclone.demo", "pyclone.probe"}
+
+
+def test_the_help_lines_kept_in_cli_are_the_subcommands_own() -> None:
+    """``pyclone --help`` reads the lines in :data:`pyclone.cli.COMMANDS`; they must not drift."""
+    full = cli.build_parser()
+    listed = cli.build_parser("")
+    assert listed.format_help() == full.format_help()
+    for command in cli.COMMANDS:
+        assert cli.build_parser(command).format_help() == full.format_help()
+
+
+def test_the_cli_builds_the_named_subcommand_only() -> None:
+    parser = cli.build_parser("probe")
+    args = parser.parse_args(["probe", "--json"])
+    assert args.json is True
+    assert args.prog == "pyclone probe"
+    assert cli._command(["-h", "run", "--ro-bind", "/a", "/a"]) == "run"
+    assert cli._command(["--help"]) == ""

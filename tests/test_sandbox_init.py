@@ -1,0 +1,85 @@
+"""The sandbox's pid 1: only its own processes visible, orphans reaped, signals forwarded."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+from pyclone import Sandbox
+
+from conftest import WAIT, Health
+from sandbox_helpers import WHO, run_as
+
+
+def _processes() -> tuple[list[int], list[int]]:
+    def inside() -> tuple[list[int], int]:
+        return sorted(int(p) for p in os.listdir("/proc") if p.isdigit()), os.getpid()
+
+    with_init = Sandbox(new={"user", "pid", "mnt"}, proc="/proc").spawn(inside).result(WAIT)
+    as_pid_1 = Sandbox(new={"user", "pid", "mnt"}, proc="/proc", init=False)
+    alone = as_pid_1.spawn(inside).result(WAIT)
+    assert with_init[1] == 2 and alone[1] == 1
+    return with_init[0], alone[0]
+
+
+@WHO
+def test_only_the_sandbox_processes_are_visible(who: str) -> None:
+    with_init, alone = run_as(who, _processes)
+    assert with_init == [1, 2]  # the init and the target
+    assert alone == [1]
+
+
+def _orphans() -> tuple[int, bool]:
+    def target() -> tuple[int, bool]:
+        r, w = os.pipe()
+        middle = os.fork()
+        if middle == 0:
+            orphan = os.fork()
+            if orphan == 0:
+                os.close(r)
+                time.sleep(0.2)  # outlive the middle process, then exit
+                os._exit(0)
+            os.write(w, str(orphan).encode())
+            os._exit(0)
+        os.close(w)
+        orphan = int(os.read(r, 32))
+        os.waitpid(middle, 0)
+        with open(f"/proc/{orphan}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{orphan}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return ppid, not os.path.exists(f"/proc/{orphan}")
+
+    with Sandbox(new={"user", "pid", "mnt"}, proc="/proc").spawn(target) as task:
+        result: tuple[int, bool] = task.result(WAIT)
+        return result
+
+
+@WHO
+def test_pid_1_reaps_orphans(who: str) -> None:
+    ppid, reaped = run_as(who, _orphans)
+    assert ppid == 1  # the orphan was reparented to the sandbox's init
+    assert reaped  # and the init reaped it (no zombie left in /proc)
+
+
+def test_init_forwards_signals_to_the_target(healthy: Health) -> None:
+    r, w = os.pipe()
+
+    def target() -> None:
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(42))
+        os.write(w, b"r")
+        while True:
+            signal.pause()
+
+    try:
+        with Sandbox(new={"user", "pid"}, pass_fds=[w]).spawn(target) as task:
+            assert select.select([r], [], [], WAIT)[0], "target never became ready"
+            assert os.read(r, 1) == b"r"
+            task.terminate()
+            assert task.wait(WAIT) == 42  # the init forwarded SIGTERM and passed 42 on
+    finally:
+        os.close(r)
+        os.close(w)
