@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from . import _pyclone, clone3_api
+from ._checks import positional_args
 from ._exitsig import check_exit_signal
 from ._fd import Fd, close_all, hold_signals, pipe, release_signals
 from ._gate import GATE_FAILED_STATUS as GATE_FAILED_STATUS
@@ -353,8 +354,7 @@ def _spawn(
     """
     if not callable(target):
         raise TypeError(f"target must be callable, not {type(target).__name__}")
-    if not isinstance(args, tuple):
-        args = tuple(args)
+    args = positional_args(args)
     kw: Mapping[str, Any] = {} if kwargs is None else kwargs
     if isinstance(exit_signal, bool) or not isinstance(exit_signal, int):
         raise TypeError(f"exit_signal must be an int, not {type(exit_signal).__name__}")

@@ -14,8 +14,8 @@ import pytest
 
 #: (AUDIT_ARCH_*, {name: number}) of the architectures the tests know.
 _ARCHES = {
-    "x86_64": (0xC000003E, {"uname": 63, "getcwd": 79}),
-    "aarch64": (0xC00000B7, {"uname": 160, "getcwd": 17}),
+    "x86_64": (0xC000003E, {"uname": 63, "getcwd": 79, "rt_sigtimedwait": 128}),
+    "aarch64": (0xC00000B7, {"uname": 160, "getcwd": 17, "rt_sigtimedwait": 137}),
 }
 
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS

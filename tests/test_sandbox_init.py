@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
 import time
 
+from bpf_programs import deny
+
 from pyclone import Sandbox
 
-from conftest import WAIT, Health
+from conftest import WAIT, Health, run_forked
 from sandbox_helpers import WHO, run_as
 
 
@@ -83,3 +86,36 @@ def test_init_forwards_signals_to_the_target(healthy: Health) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_signal_sent_at_once_is_forwarded(healthy: Health) -> None:
+    # the init keeps the forwarded signals blocked from before the target
+    # exists, so one sent the moment spawn returns is not lost
+    for _ in range(10):
+        with Sandbox(new={"user", "pid"}).spawn(signal.pause) as task:
+            task.terminate()
+            assert task.wait(WAIT) == 128 + signal.SIGTERM
+
+
+def test_the_init_reaps_when_a_seccomp_program_refuses_it_sigwaitinfo(healthy: Health) -> None:
+    program = deny("rt_sigtimedwait", errno.EPERM)
+    sandbox = Sandbox(new={"user", "pid"}, seccomp_programs=[program])
+    with sandbox.spawn(os._exit, (7,)) as task:
+        assert task.wait(WAIT) == 7
+
+
+def _sigchld_ignored() -> tuple[bool, int]:
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+
+    def target() -> bool:
+        return signal.getsignal(signal.SIGCHLD) is signal.SIG_IGN
+
+    with Sandbox(new={"user", "pid"}).spawn(target) as task:
+        return task.result(WAIT), task.pid
+
+
+def test_the_target_keeps_the_callers_sigchld_disposition() -> None:
+    # the init sets SIGCHLD to SIG_DFL for itself (or the kernel would reap the
+    # target for it), and the target gets the caller's back
+    kept, _ = run_forked(_sigchld_ignored)
+    assert kept

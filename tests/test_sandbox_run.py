@@ -111,3 +111,9 @@ def _ended(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_args_that_are_not_a_sequence_of_arguments_are_refused(healthy: Health) -> None:
+    for args in (7, "ab"):
+        with pytest.raises(TypeError, match="^args must be a tuple"):
+            Sandbox(new={"user"}).spawn(os._exit, args)

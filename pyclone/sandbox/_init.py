@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from .. import _pyclone
 from ._caps import drop_all
@@ -30,6 +29,7 @@ _FORWARDED = (
     signal.SIGCONT,
     signal.SIGALRM,
 )
+_WAITED = (*_FORWARDED, signal.SIGCHLD)
 
 
 def fork_init(
@@ -44,16 +44,21 @@ def fork_init(
     loads the caller's seccomp ``programs`` too, as bwrap's pid 1 does: the
     command could otherwise make its system calls through it (ptrace).
     """
-    # Block the forwarded signals across the fork: pid 1 ignores a signal it
-    # has no handler for, so one arriving before _init_loop installs its
-    # handlers would be lost.  They stay pending until then.
+    # Block the forwarded signals (and SIGCHLD) across the fork: pid 1 ignores
+    # a signal it has no handler for unless it is blocked, and the init keeps
+    # them blocked for good, taking them with sigwaitinfo (no handler, so none
+    # is lost in a window before one is installed).  The target unblocks them.
     # With seccomp programs, the command waits until pid 1 is filtered too:
     # otherwise it could reach pid 1 (ptrace) before pid 1 loaded them.
     ready = os.pipe() if programs else None
     with reporter.step("fork init"):
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+        # with SIG_IGN the kernel would reap the init's children itself, the target too
+        on_child = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         pid = os.fork()
     if pid == 0:
+        if on_child is not None:  # None: not set from Python, nothing to restore
+            signal.signal(signal.SIGCHLD, on_child)
         if ready is not None:
             os.close(ready[1])
             os.read(ready[0], 1)  # EOF once pid 1 has loaded them (or failed)
@@ -73,31 +78,43 @@ def fork_init(
     if ready is not None:
         os.close(ready[1])
     close_except(keep)
-    _init_loop(pid, mask)
+    _init_loop(pid)
 
 
-def _init_loop(target: int, mask: Iterable[int]) -> NoReturn:
-    """pid 1 of the sandbox: forward signals to the target, reap everyone, exit with it.
+def _init_loop(target: int) -> NoReturn:
+    """pid 1 of the sandbox: forward signals to the target, reap everyone, exit with it."""
+    while True:
+        # reap before each wait: SIGCHLD stands for any number of children
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                os._exit(1)  # the target was reaped elsewhere: no status to pass on
+            if pid == 0:
+                break
+            if pid == target:
+                _exit_as(status)
+        try:
+            signum = signal.sigwaitinfo(_WAITED).si_signo
+        except OSError:  # a seccomp program of the caller's refuses it
+            _reap_only(target)
+        if signum != signal.SIGCHLD:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signum)
 
-    ``mask`` is the signal mask to restore once the handlers are in place.
-    """
 
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, signum)
-
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    code = 1
+def _reap_only(target: int) -> NoReturn:
+    """Reap without forwarding (the init cannot wait for signals), exit with the target."""
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
         except ChildProcessError:
-            break
+            os._exit(1)
         if pid == target:
-            code = os.waitstatus_to_exitcode(status)
-            if code < 0:
-                code = 128 - code
-            break
-    os._exit(code)  # ending pid 1 kills what is left in the namespace
+            _exit_as(status)
+
+
+def _exit_as(status: int) -> NoReturn:
+    """End pid 1 (and so what is left in the namespace) with the target's status."""
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(128 - code if code < 0 else code)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import task as task_mod
+from .._checks import positional_args
 from ..cgroup import Cgroup
 from ..errors import TimeoutExpired
 from ..flags import CloneFlag
@@ -46,7 +47,7 @@ def spawn(
 ) -> Task:
     """:meth:`Sandbox.spawn`: prepare in the parent, launch, return once set up."""
     command = _check_target(target)
-    args = tuple(args)
+    args = positional_args(args)
     stdio = tuple(
         _fileno(s, n) for s, n in ((stdin, "stdin"), (stdout, "stdout"), (stderr, "stderr"))
     )
