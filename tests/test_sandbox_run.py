@@ -115,5 +115,5 @@ def _ended(pid: int) -> bool:
 
 def test_args_that_are_not_a_sequence_of_arguments_are_refused(healthy: Health) -> None:
     for args in (7, "ab"):
-        with pytest.raises(TypeError, match="^args must be a tuple"):
+        with pytest.raises(TypeError, match=r"^args must be a tuple"):
             Sandbox(new={"user"}).spawn(os._exit, args)

@@ -210,7 +210,7 @@ def test_bad_arguments(healthy: Health) -> None:
     with pytest.raises(TypeError, match="callable"):
         spawn_task(3)  # type: ignore[arg-type]
     for args in (7, "ab", b"ab"):  # a str would pass as its characters
-        with pytest.raises(TypeError, match="^args must be a tuple"):
+        with pytest.raises(TypeError, match=r"^args must be a tuple"):
             spawn_task(os._exit, args)
     with pytest.raises(ValueError, match="valid names"):
         spawn_task(lambda: 0, share={"memory"})
