@@ -18,15 +18,6 @@ from bwrap_oracle import RO_HOST_ARGS, RUN, Gap, oracle, require_tools, variants
 
 from conftest import WAIT
 
-#: Why a sandbox nested in one of uid 65534's differs (measured on this machine).
-NESTED_AS_NOBODY = (
-    "upstream's setpriv --bounding-set=-all empties the caller's bounding set, so the "
-    "outer sandbox keeps no capability for --cap-add ALL (CapEff 0; bwrap keeps all, its new "
-    "user namespace's bounding set being full); the inner one, uid 0 of the outer namespace, "
-    "then cannot map that uid 0 without CAP_SETFCAP there (EPERM at 'uid_map'). With a full "
-    "bounding set (a normal login of uid 65534) the nested run works"
-)
-
 #: Where ``pyclone run`` differs from bwrap today: (case, who, upstream's loop value, reason);
 #: None matches every value.  Every reason was measured on this machine.
 PYCLONE_GAPS: list[Gap] = [
@@ -37,8 +28,6 @@ PYCLONE_GAPS: list[Gap] = [
         "as root pyclone makes 5 prctl calls (bwrap over 39): strace's fault at the 39th "
         "injects nothing, so setup succeeds",
     ),
-    ("recursive_proc", "nobody", None, NESTED_AS_NOBODY),
-    ("recursive_pivot", "nobody", None, NESTED_AS_NOBODY),
 ]
 
 #: Cases real bwrap fails on this machine (skipped for both: upstream's check judges nothing).

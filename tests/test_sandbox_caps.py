@@ -103,6 +103,37 @@ def test_never_more_than_the_callers_bounding_set(healthy: Health) -> None:
     assert got["root cap_add ALL"] == got["host"]
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def _nobody_without_one_bounding_cap() -> dict[str, int]:
+    pyclone._pyclone.prctl(pyclone._pyclone.PR_CAPBSET_DROP, 23)
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+    # changing uid left this process undumpable: its children's /proc files
+    # (uid_map) would stay root's
+    pyclone._pyclone.prctl(_PR_SET_DUMPABLE, 1)
+    return {
+        "plain": _inside_caps(Sandbox(new="all"))["CapEff"],
+        "cap_add ALL": _inside_caps(Sandbox(new="all", cap_add="ALL"))["CapEff"],
+        "host": _bounding(),
+    }
+
+
+def test_an_unprivileged_callers_own_namespace_gets_what_it_asks(healthy: Health) -> None:
+    # as bwrap: the kernel gives the creator of a user namespace every
+    # capability in it, whatever its bounding set, so cap_add gives them
+    # (nested sandboxes of a caller with an emptied bounding set need it)
+    require_root()
+    got = in_fork(_nobody_without_one_bounding_cap)
+    assert not got["host"] & (1 << 23)
+    assert got["plain"] == 0
+    assert got["cap_add ALL"] & (1 << 23)
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        assert got["cap_add ALL"] == (1 << (int(f.read()) + 1)) - 1
+
+
 def _unprivileged_api() -> dict[str, Any]:
     def inside() -> tuple[int, int, dict[str, int]]:
         with open("/proc/self/status") as f:

@@ -52,15 +52,23 @@ def kept_caps(sb: Description, last: int) -> int:
 
     A root caller starts from its effective set (unless it switches to
     another uid without a user namespace), anyone else from nothing;
-    ``cap_drop`` is taken away, then ``cap_add`` given; the result never holds
-    what the caller's bounding set lacks.
+    ``cap_drop`` is taken away, then ``cap_add`` given.  The result never
+    holds what the caller's bounding set lacks, except for an unprivileged
+    caller's new user namespace, whose capabilities the kernel gives it anyway.
     """
     base = _pyclone.capget()[0] if os.geteuid() == 0 else 0
     if not sb._flags & CloneFlag.NEWUSER and sb.uid not in (None, 0):
         base = 0  # leaving uid 0 in the caller's namespace clears them (setresuid(2))
     kept = base & ~_mask(sb.cap_drop, last)
     kept |= _mask(sb.cap_add, last)
-    return kept & host_bounding_set() & ((1 << (last + 1)) - 1)
+    every = (1 << (last + 1)) - 1
+    if os.geteuid() != 0 and sb._flags & CloneFlag.NEWUSER:
+        # The kernel gives whoever creates a user namespace every capability
+        # in it, whatever its own bounding set (unshare -r does as much), and
+        # they act only on what that namespace owns: cutting them to the
+        # caller's bounding set takes nothing from it, only breaks nesting.
+        return kept & every
+    return kept & host_bounding_set() & every
 
 
 def sets_inheritable(sb: Description) -> bool:
