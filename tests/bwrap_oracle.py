@@ -228,6 +228,14 @@ def _help_of(command: tuple[str, ...]) -> str:
     return done.stdout + done.stderr
 
 
+@functools.cache
+def _version_of(command: tuple[str, ...]) -> str:
+    done = subprocess.run(
+        [*command, "--version"], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    return done.stdout.strip() or "unknown version"
+
+
 def _sid_bwrap() -> list[str] | None:
     """The sid root's bwrap, run on the host's tree by the sid root's own dynamic loader.
 
@@ -267,9 +275,14 @@ def oracle(implementation: str, who: str, needs: str | None = None) -> Iterator[
     if implementation == "bwrap" and needs is not None:
         found = bwrap_with(needs)
         if found is None:
+            sid = _sid_bwrap()
+            where = (
+                f"nor the sid root's ({_version_of(tuple(sid))})"
+                if sid is not None
+                else f"and there is no sid root at {SID_ROOT} (.ci/debian-root builds it)"
+            )
             pytest.skip(
-                f"no bwrap here has {needs}: the host's is older and there is no sid root "
-                f"with a newer one at {SID_ROOT} (.ci/debian-root builds it)"
+                f"no bwrap here has {needs}: not the host's ({_version_of(('bwrap',))}) {where}"
             )
         bwrap = found
     if who == "nobody":

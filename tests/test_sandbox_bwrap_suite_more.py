@@ -462,8 +462,9 @@ def test_no_forwarded_signals(implementation: str, who: str) -> None:
 def test_forwarded_signals(implementation: str, who: str) -> None:
     """Mirrors test-forward-signals.sh's "Successfully forwarded signals with --forward-signals".
 
-    bubblewrap 0.8.0 (the host's) has no --forward-signals: the bwrap variant runs a
-    newer bwrap that has it, or is skipped.
+    No bwrap release up to 0.13.1 has --forward-signals (upstream's test script
+    already checks it): the bwrap variant runs a bwrap that has it, or is skipped.
+    pyclone forwards the signals its init forwards; the case sends SIGUSR1.
     """
     with oracle(implementation, who, needs="--forward-signals") as o:
         assert _signal_when_ready(o, "--forward-signals") == "USR1\n"
