@@ -9,12 +9,15 @@ word comparison is made against a 0.8 bwrap, and the exit statuses against any.
 from __future__ import annotations
 
 import errno
+import subprocess
 
 import pytest
+from bwrap_oracle import SETPRIV, bwrap_with
 
 from pyclone.sandbox import SandboxError
 from pyclone.sandbox._cli_errors import diagnostic, message
 
+from conftest import WAIT
 from sandbox_helpers import WHO, bwrap_version, run_tool
 
 #: The bwrap release whose messages pyclone follows.
@@ -101,3 +104,15 @@ def test_level_prefix_puts_syslogs_level_before_each_diagnostic(who: str) -> Non
     done = run_tool(who, "pyclone", *USR, "--argv0", "a", "--argv0", "b", "true")
     assert done.stderr.splitlines()[-1] == "pyclone run: error: --argv0 used multiple times"
     assert diagnostic("bwrap", "x", level_prefix=False) == "bwrap: x"
+    newer = bwrap_with("--level-prefix")
+    if newer is not None:  # the setup failure, word for word with a bwrap that has it
+        command = [*(SETPRIV if who == "nobody" else []), *newer, "--level-prefix", *USR]
+        theirs = subprocess.run(
+            [*command, "--chdir", "/nonexist", "true"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            cwd="/",
+            check=False,
+        )
+        assert theirs.stderr == "<3>bwrap: Can't chdir to /nonexist: No such file or directory\n"

@@ -75,6 +75,8 @@ def test_the_options_are_checked() -> None:
         Sandbox(argv0=b"x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="argv0"):
         Sandbox(argv0="a\0b")
+    with pytest.raises(ValueError, match="argv0"):
+        Sandbox(argv0="x").spawn(print)
 
 
 def _argv0() -> bytes:

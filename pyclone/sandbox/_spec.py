@@ -219,10 +219,13 @@ class Sandbox(Description):
         Raises
         :class:`SandboxError` naming the failed step otherwise, after
         killing and reaping what had been started.  ``forward_signals``
-        is for :meth:`run` (ValueError here): the caller forwards while it waits.
+        is for :meth:`run` (ValueError here): the caller forwards while it waits;
+        ``argv0`` for a command line (ValueError with a callable).
         """
         if self.forward_signals:
             raise ValueError("forward_signals works while run() waits: use run(), not spawn()")
+        if self.argv0 is not None and callable(target):
+            raise ValueError("argv0 is for a command line: a callable target is not executed")
         return _run.spawn(
             self,
             target,
