@@ -123,6 +123,8 @@ class Oracle:
     who: str
     workdir: str
     env: dict[str, str] = field(default_factory=dict)
+    #: how to start real bwrap: the host's, or a newer one (see :func:`bwrap_with`)
+    bwrap: list[str] = field(default_factory=lambda: ["bwrap"])
 
     @property
     def name(self) -> str:
@@ -132,7 +134,7 @@ class Oracle:
     def prog(self) -> list[str]:
         """The command that starts the sandbox (without the switch to uid 65534)."""
         if self.implementation == "bwrap":
-            return ["bwrap"]
+            return list(self.bwrap)
         python = unprivileged_python() if self.who == "nobody" else sys.executable
         return [python, "-m", "pyclone", "run"]
 
@@ -211,13 +213,78 @@ class Oracle:
             return f.read()
 
 
+#: The Debian sid root .ci/debian-root builds: its bwrap is newer than the host's.
+SID_ROOT = os.environ.get("PYCLONE_SID_ROOT", "/var/cache/pyclone/sid-root")
+
+
+@functools.cache
+def _help_of(command: tuple[str, ...]) -> str:
+    try:
+        done = subprocess.run(
+            [*command, "--help"], capture_output=True, text=True, timeout=WAIT, check=False
+        )
+    except OSError:
+        return ""
+    return done.stdout + done.stderr
+
+
+@functools.cache
+def _version_of(command: tuple[str, ...]) -> str:
+    done = subprocess.run(
+        [*command, "--version"], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    return done.stdout.strip() or "unknown version"
+
+
+def _sid_bwrap() -> list[str] | None:
+    """The sid root's bwrap, run on the host's tree by the sid root's own dynamic loader.
+
+    Not through .ci/in-root: that one pivots into the sid root, whose /var/tmp (where
+    the cases work) is not the host's.  bwrap needs only libc, libcap and libselinux.
+    """
+    if not os.path.isfile(os.path.join(SID_ROOT, ".pyclone-root-complete")):
+        return None
+    loader = os.path.join(SID_ROOT, "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    libs = [os.path.join(SID_ROOT, d) for d in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")]
+    binary = os.path.join(SID_ROOT, "usr/bin/bwrap")
+    if not (os.path.isfile(loader) and os.path.isfile(binary)):
+        return None
+    return [loader, "--library-path", ":".join(libs), binary]
+
+
+def bwrap_with(option: str) -> list[str] | None:
+    """A command that runs a bwrap knowing ``option``: the host's, else the sid root's."""
+    for command in (["bwrap"], _sid_bwrap()):
+        if command is not None and option in _help_of(tuple(command)):
+            return command
+    return None
+
+
 @contextlib.contextmanager
-def oracle(implementation: str, who: str) -> Iterator[Oracle]:
-    """An :class:`Oracle`, or a skip saying why this machine cannot run the variant."""
+def oracle(implementation: str, who: str, needs: str | None = None) -> Iterator[Oracle]:
+    """An :class:`Oracle`, or a skip saying why this machine cannot run the variant.
+
+    ``needs``: an option the case gives bwrap, which the host's bwrap (0.8.0) may
+    lack; the bwrap variant then runs a newer one, or is skipped saying so.
+    """
     if os.geteuid() != 0:
         pytest.skip("the oracle needs root (it runs cases as root and as uid 65534)")
     if implementation == "bwrap" and shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed (no bwrap on PATH)")
+    bwrap = ["bwrap"]
+    if implementation == "bwrap" and needs is not None:
+        found = bwrap_with(needs)
+        if found is None:
+            sid = _sid_bwrap()
+            where = (
+                f"nor the sid root's ({_version_of(tuple(sid))})"
+                if sid is not None
+                else f"and there is no sid root at {SID_ROOT} (.ci/debian-root builds it)"
+            )
+            pytest.skip(
+                f"no bwrap here has {needs}: not the host's ({_version_of(('bwrap',))}) {where}"
+            )
+        bwrap = found
     if who == "nobody":
         require_tools("setpriv")
         require_nobody_userns()
@@ -231,7 +298,7 @@ def oracle(implementation: str, who: str) -> Iterator[Oracle]:
         env = {"PATH": path, "LANG": "C.UTF-8", "HOME": "/"}
         if implementation == "pyclone":
             env["PYTHONPATH"] = readable_tree() if who == "nobody" else ROOT_DIR
-        yield Oracle(implementation, who, workdir, env)
+        yield Oracle(implementation, who, workdir, env, bwrap)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

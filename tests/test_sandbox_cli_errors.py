@@ -9,12 +9,15 @@ word comparison is made against a 0.8 bwrap, and the exit statuses against any.
 from __future__ import annotations
 
 import errno
+import subprocess
 
 import pytest
+from bwrap_oracle import SETPRIV, bwrap_with
 
 from pyclone.sandbox import SandboxError
-from pyclone.sandbox._cli_errors import message
+from pyclone.sandbox._cli_errors import diagnostic, message
 
+from conftest import WAIT
 from sandbox_helpers import WHO, bwrap_version, run_tool
 
 #: The bwrap release whose messages pyclone follows.
@@ -79,3 +82,37 @@ def test_a_step_bwrap_lacks_is_named_as_the_api_names_it() -> None:
     assert message(mapped, ()) == "setting up uid map: Operation not permitted"
     # the API keeps its own wording
     assert str(mapped).startswith("sandbox setup failed at 'uid_map': [Errno 1] ")
+
+
+@WHO
+def test_level_prefix_puts_syslogs_level_before_each_diagnostic(who: str) -> None:
+    """bwrap's --level-prefix: ``<3>`` before an error, ``<4>`` before a warning.
+
+    Parse errors too, once --level-prefix is among the options (bwrap 0.8 lacks
+    the option, so the format is upstream's test-run.sh case: see
+    test_sandbox_bwrap_suite_newer.py).
+    """
+    done = run_tool(who, "pyclone", "--level-prefix", *USR, "--chdir", "/nonexist", "true")
+    assert done.returncode == 125
+    assert done.stderr == "<3>pyclone run: Can't chdir to /nonexist: No such file or directory\n"
+    done = run_tool(who, "pyclone", "--level-prefix", *USR, "--chdir", "/", "--chdir", "/", "true")
+    assert done.returncode == 0
+    assert done.stderr == "<4>pyclone run: Only the last --chdir option will take effect\n"
+    done = run_tool(who, "pyclone", *USR, "--level-prefix", "--foo", "true")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "<3>pyclone run: error: Unknown option --foo"
+    done = run_tool(who, "pyclone", *USR, "--argv0", "a", "--argv0", "b", "true")
+    assert done.stderr.splitlines()[-1] == "pyclone run: error: --argv0 used multiple times"
+    assert diagnostic("bwrap", "x", level_prefix=False) == "bwrap: x"
+    newer = bwrap_with("--level-prefix")
+    if newer is not None:  # the setup failure, word for word with a bwrap that has it
+        command = [*(SETPRIV if who == "nobody" else []), *newer, "--level-prefix", *USR]
+        theirs = subprocess.run(
+            [*command, "--chdir", "/nonexist", "true"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            cwd="/",
+            check=False,
+        )
+        assert theirs.stderr == "<3>bwrap: Can't chdir to /nonexist: No such file or directory\n"

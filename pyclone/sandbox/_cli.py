@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import _pyclone
 from . import _cli_errors, _cli_seccomp, _cli_status
@@ -56,7 +56,10 @@ class _RunParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        expanded = self._expand(list(sys.argv[1:] if args is None else args), in_file=False)
+        words = list(sys.argv[1:] if args is None else args)
+        self.level_prefix = "--level-prefix" in self._options(words)
+        expanded = self._expand(words, in_file=False)
+        self.level_prefix = "--level-prefix" in self._options(expanded)
         check_modifiers(expanded, self._arity, self.error)
         parsed, extras = super().parse_known_args(expanded, namespace)
         if extras:
@@ -64,6 +67,23 @@ class _RunParser(argparse.ArgumentParser):
             # not say that ``run`` refused them (bwrap: "Unknown option --foo").
             self.error(f"Unknown option {extras[0]}")
         return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's usage and message, the message after bwrap's ``<3>`` with --level-prefix."""
+        if not getattr(self, "level_prefix", False):
+            super().error(message)
+        self.print_usage(sys.stderr)
+        text = f"error: {message}"
+        self.exit(2, _cli_errors.diagnostic(self.prog, text, level_prefix=True) + "\n")
+
+    def _options(self, args: list[str]) -> list[str]:
+        """The option words of ``args`` (not their values), up to the command."""
+        out: list[str] = []
+        i = 0
+        while i < len(args) and args[i] != "--" and args[i].startswith("-"):
+            out.append(args[i])
+            i += 1 + self._arity(args[i])
+        return out
 
     def _arity(self, arg: str) -> int:
         """How many values follow option ``arg`` on a bwrap-style command line."""
@@ -129,7 +149,12 @@ class _LastChdirWins(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         if getattr(namespace, self.dest, None) is not None:
-            print(f"{parser.prog}: Only the last --chdir option will take effect", file=sys.stderr)
+            prefix = getattr(parser, "level_prefix", False)
+            text = "Only the last --chdir option will take effect"
+            line = _cli_errors.diagnostic(
+                parser.prog, text, level_prefix=prefix, level=_cli_errors.LOG_WARNING
+            )
+            print(line, file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
@@ -211,6 +236,12 @@ def _add_namespace_options(ns: Any) -> None:
     ns.add_argument("--gid", type=int, metavar="GID", help="gid inside (default: the caller's)")
     ns.add_argument("--hostname", metavar="NAME", help="hostname inside (needs --unshare-uts)")
     ns.add_argument("--as-pid-1", action="store_true", help="COMMAND is pid 1 (no init process)")
+    ns.add_argument(
+        "--forward-signals",
+        action="store_true",
+        help="pass HUP, INT, QUIT, TERM, USR1, USR2, WINCH, CONT and ALRM sent to this "
+        "process on to the sandbox (its init, or COMMAND with --as-pid-1)",
+    )
 
 
 def _add_filesystem_options(fs: Any) -> None:
@@ -218,7 +249,28 @@ def _add_filesystem_options(fs: Any) -> None:
     fs.add_argument("--chdir", action=_LastChdirWins, metavar="DIR", help="change directory to DIR")
 
 
+class _Once(argparse.Action):
+    """``--argv0``: given at most once (bwrap refuses a second one)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} used multiple times")
+        setattr(namespace, self.dest, values)
+
+
 def _add_process_options(pr: Any) -> None:
+    pr.add_argument("--argv0", action=_Once, metavar="VALUE", help="argv[0] of COMMAND")
+    pr.add_argument(
+        "--level-prefix",
+        action="store_true",
+        help="put syslog's level before each diagnostic (<3> errors, <4> warnings)",
+    )
     pr.add_argument(
         "--die-with-parent", action="store_true", help="kill the sandbox when this process dies"
     )
@@ -311,6 +363,8 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         gid=args.gid,
         hostname=args.hostname,
         init=not args.as_pid_1,
+        argv0=args.argv0,
+        forward_signals=args.forward_signals,
         **filesystem(args),
         chdir=args.chdir,
         start_dirs=_start_dirs(args) if args.chdir is None else (),
@@ -396,14 +450,18 @@ def main(args: argparse.Namespace) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     prog = args.prog
+
+    def say(text: str) -> None:
+        print(_cli_errors.diagnostic(prog, text, level_prefix=args.level_prefix), file=sys.stderr)
+
     if not command:
-        print(f"{prog}: no COMMAND given (see --help)", file=sys.stderr)
+        say("no COMMAND given (see --help)")
         return 2
     try:
         sandbox = sandbox_from_args(args)
         reports = _cli_status.Reports.from_args(args)
     except (TypeError, ValueError, ImportError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        say(str(exc))
         return 2
     if args.die_with_parent:
         _die_with_parent()
@@ -411,13 +469,13 @@ def main(args: argparse.Namespace) -> int:
         done = sandbox.run(command, on_start=lambda task: reports.started(sandbox, task))
     except SandboxError as exc:
         ops = operations(sandbox, _caller_dir() or "/")
-        print(f"{prog}: {_cli_errors.message(exc, ops, sandbox.hostname)}", file=sys.stderr)
+        say(_cli_errors.message(exc, ops, sandbox.hostname))
         if exc.step == "exec":
             return 127 if exc.errno == errno_mod.ENOENT else 126
         return 125
     except (OSError, RuntimeError, ValueError, ImportError) as exc:
         # e.g. pyclone.CgroupUnavailable (a RuntimeError) for --memory-max
-        print(f"{prog}: {exc}", file=sys.stderr)
+        say(str(exc))
         return 125
     code = done.returncode
     code = 128 - code if code < 0 else code

@@ -12,7 +12,7 @@ import errno
 import os
 from collections.abc import Sequence
 
-from ._fsops import FsOp
+from ._fsops import OVERLAY_KINDS, FsOp, overlay_options
 from ._status import SandboxError
 
 #: Steps whose failure bwrap words without naming a path.
@@ -46,8 +46,26 @@ def message(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None = None)
     absolute), to name a bind's source; ``hostname`` the one asked for.
     """
     what = _what(exc, ops, hostname)
+    overlay = exc.step.partition(" ")[0] in OVERLAY_KINDS and exc.filename2 is not None
+    if overlay and exc.errno == errno.ELOOP and what is not None:
+        # bwrap's own reason: ELOOP's "Too many levels of symbolic links" misleads here
+        return f"{what}: Overlay directories may not overlap"
     # as bwrap's die_with_error: what failed, then the system's reason
     return f"{exc.step if what is None else what}: {exc.strerror}"
+
+
+#: syslog(3)'s levels, which bwrap's --level-prefix puts before each diagnostic
+LOG_ERR = 3
+LOG_WARNING = 4
+
+
+def diagnostic(prog: str, text: str, *, level_prefix: bool, level: int = LOG_ERR) -> str:
+    """One line of diagnostics as bwrap writes it: ``prog: text``, after ``<level>`` if asked.
+
+    The prefix (bwrap's --level-prefix) is the one that ``logger --prio-prefix``
+    and ``systemd-cat --level-prefix=1`` read.
+    """
+    return f"<{level}>{prog}: {text}" if level_prefix else f"{prog}: {text}"
 
 
 def _what(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None) -> str | None:
@@ -83,6 +101,8 @@ def _filesystem(exc: SandboxError, ops: Sequence[FsOp]) -> str | None:
     op = _op(ops, kind, dest)
     if op is None:
         return None
+    if kind in OVERLAY_KINDS:
+        return _overlay(exc, ops, op)
     name, mounting = exc.filename, exc.filename2 is not None
     if op.source is not None and name == op.source and kind != "symlink" and not mounting:
         return f"Can't find source path {op.source}"
@@ -105,6 +125,27 @@ def _filesystem(exc: SandboxError, ops: Sequence[FsOp]) -> str | None:
         "chmod": f"Can't chmod 0{op.mode or 0:o} {dest}",  # C's %#o
         "remount_ro": f"Can't remount readonly on {dest}",
     }.get(kind)
+
+
+def _overlay(exc: SandboxError, ops: Sequence[FsOp], op: FsOp) -> str:
+    """An overlay's failure: a missing host directory, its mount point, or the mount."""
+    paths = (op.source, op.workdir, *(op.lower or ()))
+    if exc.filename2 is None and exc.filename in paths:
+        return f"Can't find source path {exc.filename}"
+    name = exc.filename or op.dest
+    if exc.filename2 is None and op.dest.startswith(name.rstrip("/") + "/"):
+        return f"Can't mkdir parents for {op.dest}"
+    if exc.filename2 is None:
+        return f"Can't mkdir {op.dest}"
+    index = sum(other.kind == "tmp_overlay" for other in ops[: ops.index(op)])
+    real = op._replace(
+        source=None if op.source is None else os.path.realpath(op.source),
+        lower=tuple(os.path.realpath(path) for path in op.lower or ()),
+        workdir=None if op.workdir is None else os.path.realpath(op.workdir),
+    )
+    options = overlay_options(real, index, "/oldroot")
+    # bwrap names the mount point as its setup sees it, under /newroot
+    return f"Can't make overlay mount on /newroot/{op.dest.lstrip('/')} with options {options}"
 
 
 def _kind_at(ops: Sequence[FsOp], dest: str, kinds: tuple[str, ...]) -> str:

@@ -19,6 +19,12 @@ _MAX_SIZE = (1 << 63) - 1
 #: the options --perms may precede: those that create a file or directory
 _PERMS_TAKERS = ("--dir", "--file", "--bind-data", "--ro-bind-data", "--tmpfs")
 _MODIFIERS = ("--perms", "--size")
+#: the overlay options -> how many --overlay-src they need at least
+_OVERLAYS = {"--overlay": 1, "--tmp-overlay": 1, "--ro-overlay": 2}
+_OVERLAY_SRC_FOLLOWED = (
+    "--overlay-src must be followed by another --overlay-src or one of --overlay, "
+    "--tmp-overlay, or --ro-overlay"
+)
 
 
 class _Op(argparse.Action):
@@ -48,6 +54,38 @@ class _Op(argparse.Action):
             setattr(namespace, kind, values)
         elif kind in ("bind", "ro_bind", "dev_bind", "symlink", "tmpfs"):
             setattr(namespace, kind, [*(getattr(namespace, kind, None) or []), values])
+
+
+class _OverlaySrc(argparse.Action):
+    """``--overlay-src SRC``: a lower directory of the next overlay option."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        namespace._overlay_srcs = [*(getattr(namespace, "_overlay_srcs", None) or []), values]
+
+
+class _Overlay(argparse.Action):
+    """``--overlay``, ``--tmp-overlay``, ``--ro-overlay``: over the --overlay-src before it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        lower = tuple(_take(namespace, "_overlay_srcs") or ())
+        if self.dest == "overlay":
+            upper, workdir, dest = values
+            op = FsOp("overlay", dest, upper, lower=lower, workdir=workdir)
+        else:
+            op = FsOp(self.dest, values, lower=lower)
+        namespace.fs_ops = [*getattr(namespace, "fs_ops", []), op]
 
 
 class _Modifier(argparse.Action):
@@ -115,13 +153,20 @@ def _read_fd(parser: argparse.ArgumentParser, option: str, text: str, dest: str)
 def check_modifiers(
     args: Sequence[str], arity: Callable[[str], int], error: Callable[[str], NoReturn]
 ) -> None:
-    """bwrap's rule: --perms (--size) applies to the option right after it (or after both)."""
+    """bwrap's rules: --perms (--size) applies to the option right after it (or after both);
+    --overlay-src options go right before the overlay option that reads them, which
+    needs at least one of them (--ro-overlay two).
+    """
     pending: set[str] = set()
+    sources = 0
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--" or not arg.startswith("-"):
-            return
+            break
+        if arg in _OVERLAYS and sources < _OVERLAYS[arg]:
+            plural = "one --overlay-src" if _OVERLAYS[arg] == 1 else "two --overlay-src"
+            error(f"{arg} requires at least {plural}")
         if arg in _MODIFIERS:
             if arg in pending:
                 error(f"{arg} given twice for the same action")
@@ -132,7 +177,15 @@ def check_modifiers(
             if "--size" in pending and arg != "--tmpfs":
                 error("--size must be followed by --tmpfs")
             pending.clear()
+        if arg == "--overlay-src":
+            sources += 1
+        elif sources and arg not in _OVERLAYS:
+            error(_OVERLAY_SRC_FOLLOWED)
+        else:
+            sources = 0
         i += 1 + arity(arg)
+    if sources:
+        error(_OVERLAY_SRC_FOLLOWED)
 
 
 def add_filesystem_options(fs: Any) -> None:
@@ -164,6 +217,33 @@ def add_filesystem_options(fs: Any) -> None:
         "or --tmpfs creates",
     )
     fs.add_argument("--size", action=_Modifier, metavar="BYTES", help="size of the next --tmpfs")
+    fs.add_argument(
+        "--overlay-src",
+        action=_OverlaySrc,
+        metavar="SRC",
+        help="read files from host directory SRC in the overlay option right after "
+        "(repeatable: the first is the lowest layer)",
+    )
+    fs.add_argument(
+        "--overlay",
+        action=_Overlay,
+        nargs=3,
+        metavar=("RWSRC", "WORKDIR", "DEST"),
+        help="mount overlayfs on DEST, writing to host directory RWSRC (WORKDIR: an empty "
+        "directory on the same file system)",
+    )
+    fs.add_argument(
+        "--tmp-overlay",
+        action=_Overlay,
+        metavar="DEST",
+        help="mount overlayfs on DEST, writing to a tmpfs no one else sees",
+    )
+    fs.add_argument(
+        "--ro-overlay",
+        action=_Overlay,
+        metavar="DEST",
+        help="mount overlayfs read-only on DEST (at least two --overlay-src)",
+    )
 
 
 def filesystem(args: argparse.Namespace) -> dict[str, Any]:

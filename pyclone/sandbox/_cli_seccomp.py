@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from ._cli_errors import LOG_WARNING, diagnostic
 from ._seccomp import INSTRUCTION, check_program
 
 
@@ -63,9 +64,10 @@ class _Seccomp(argparse.Action):
         if getattr(namespace, "add_seccomp_fd", None):
             _die(parser, "--seccomp cannot be combined with --add-seccomp-fd")
         if getattr(namespace, self.dest, None) is not None:
-            print(
-                f"{parser.prog}: Only the last --seccomp option will take effect", file=sys.stderr
-            )
+            prefix = getattr(parser, "level_prefix", False)
+            text = "Only the last --seccomp option will take effect"
+            line = diagnostic(parser.prog, text, level_prefix=prefix, level=LOG_WARNING)
+            print(line, file=sys.stderr)
         setattr(namespace, self.dest, _read_program(parser, str(values)))
 
 
@@ -105,4 +107,5 @@ def _read_program(parser: argparse.ArgumentParser, text: str) -> bytes:
 
 def _die(parser: argparse.ArgumentParser, message: str) -> NoReturn:
     """bwrap's ``die``: the message after the program's name, exit status 1."""
-    parser.exit(1, f"{parser.prog}: {message}\n")
+    prefix = getattr(parser, "level_prefix", False)
+    parser.exit(1, diagnostic(parser.prog, message, level_prefix=prefix) + "\n")

@@ -85,6 +85,8 @@ class Description:
     userns: int | None = None
     pidns: int | None = None
     userns2: int | None = None
+    argv0: str | None = None
+    forward_signals: bool = False
     _flags: CloneFlag = field(default=CloneFlag(0), init=False, compare=False)
 
     def __init__(
@@ -133,6 +135,8 @@ class Description:
         userns: int | None = None,
         pidns: int | None = None,
         userns2: int | None = None,
+        argv0: str | None = None,
+        forward_signals: bool = False,
     ) -> None:
         given = {
             "new": new,
@@ -178,6 +182,8 @@ class Description:
             "userns": userns,
             "pidns": pidns,
             "userns2": userns2,
+            "argv0": argv0,
+            "forward_signals": forward_signals,
         }
         for name, value in given.items():
             object.__setattr__(self, name, value)
@@ -214,6 +220,7 @@ class Description:
     def _validate_switches(self) -> None:
         for name in ("init", "die_with_parent", "no_new_privs", "new_session", "export_pwd"):
             check_bool(getattr(self, name), name)
+        check_bool(self.forward_signals, "forward_signals")
         check_bool(self.clearenv, "clearenv")
         check_bool(self.close_fds, "close_fds")
         if self.new_root is not None:
@@ -251,8 +258,9 @@ class Description:
         writers = {op.kind for op in self.ops if op.kind not in OVER_TREE_KINDS}
         if self.new_root is False and (self.dev or self.symlink or writers):
             raise ValueError(
-                "dev, symlink, dir, file, bind_data, ro_bind_data and chmod need a new "
-                "root (they would write to the host's tree): leave new_root unset or True"
+                "dev, symlink, dir, file, bind_data, ro_bind_data, chmod and the overlays "
+                "need a new root (they would write to the host's tree, or need the "
+                "staging root): leave new_root unset or True"
             )
         dests = [d for d in (self.proc, self.dev) if d] + list(self.tmpfs)
         dests += [d for _, d in binds + self.symlink]
@@ -281,6 +289,11 @@ class Description:
         if both:
             raise ValueError(f"{', '.join(both)} both in setenv and unsetenv: choose one")
         put(self, "pass_fds", check_fds(self.pass_fds))
+        if self.argv0 is not None:
+            if not isinstance(self.argv0, str):
+                raise TypeError(f"argv0 must be a str, not {self.argv0!r}")
+            if "\0" in self.argv0:
+                raise ValueError(f"argv0 must not contain NUL, not {self.argv0!r}")
 
     def _validate_limits(self) -> None:
         for name in ("memory_max", "pids_max"):

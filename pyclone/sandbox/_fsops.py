@@ -8,6 +8,7 @@ earlier one on the same or a parent destination, as on bwrap's command line.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -32,6 +33,8 @@ class FsOp(NamedTuple):
     mode: int | None = None
     data: bytes | None = None
     size: int | None = None
+    lower: tuple[str, ...] | None = None
+    workdir: str | None = None
 
 
 #: kind -> the mode of what it creates when ``mode`` is not given (bwrap's defaults)
@@ -39,12 +42,21 @@ DEFAULT_MODES = {"dir": 0o755, "tmpfs": 0o755, "file": 0o666, "bind_data": 0o600
 DEFAULT_MODES["ro_bind_data"] = 0o600
 BIND_KINDS = ("bind", "ro_bind", "dev_bind")
 DATA_KINDS = ("file", "bind_data", "ro_bind_data")
-KINDS = (*BIND_KINDS, "tmpfs", "proc", "dev", "symlink", "dir", *DATA_KINDS, "chmod", "remount_ro")
+OVERLAY_KINDS = ("overlay", "tmp_overlay", "ro_overlay")
+KINDS = (
+    *BIND_KINDS,
+    *("tmpfs", "proc", "dev", "symlink", "dir"),
+    *DATA_KINDS,
+    *("chmod", "remount_ro"),
+    *OVERLAY_KINDS,
+)
 #: the kinds that may work over the caller's own tree (the others would write to it)
 OVER_TREE_KINDS = (*BIND_KINDS, "tmpfs", "proc", "remount_ro")
 #: the kinds that create nothing at their destination, not even its parents
 NO_CREATE_KINDS = ("chmod", "remount_ro")
-_ROOT_OK = (*BIND_KINDS, "tmpfs", "dir", "chmod", "remount_ro")
+_ROOT_OK = (*BIND_KINDS, "tmpfs", "dir", "chmod", "remount_ro", *OVERLAY_KINDS)
+#: kind -> how many lower directories it needs at least (bwrap's rule)
+MIN_LOWER = {"overlay": 1, "tmp_overlay": 1, "ro_overlay": 2}
 MAX_MODE = 0o7777
 
 
@@ -58,7 +70,7 @@ def check_ops(value: Any) -> tuple[FsOp, ...]:
 
 
 def _check_op(item: Any) -> FsOp:
-    if not isinstance(item, tuple) or not 2 <= len(item) <= 6:
+    if not isinstance(item, tuple) or not 2 <= len(item) <= 8:
         raise TypeError(f"ops entries must be FsOp or (kind, dest, ...) tuples, not {item!r}")
     op = FsOp(*item)
     if op.kind not in KINDS:
@@ -67,7 +79,9 @@ def _check_op(item: Any) -> FsOp:
     if dest == "/" and op.kind not in _ROOT_OK:
         raise ValueError(f"'/' cannot be the destination of {op.kind}")
     source = op.source
-    if op.kind in (*BIND_KINDS, "symlink"):
+    if op.kind == "overlay" and source is not None:
+        source = check_path(source, "overlay source", absolute=False)
+    elif op.kind in (*BIND_KINDS, "symlink", "overlay"):
         if source is None:
             raise ValueError(f"{op.kind} {dest} needs a source")
         source = check_path(source, f"{op.kind} source", absolute=False)
@@ -100,14 +114,75 @@ def _check_op(item: Any) -> FsOp:
             raise TypeError(f"tmpfs size must be an int, not {size!r}")
         if size <= 0:
             raise ValueError(f"tmpfs size must be a positive number of bytes, not {size}")
-    return FsOp(op.kind, dest, source, mode, data, size)
+    lower, workdir = _check_overlay(op)
+    return FsOp(op.kind, dest, source, mode, data, size, lower, workdir)
+
+
+def _check_overlay(op: FsOp) -> tuple[tuple[str, ...] | None, str | None]:
+    """An overlay's lower directories and work directory, checked (None for other kinds)."""
+    lower, workdir = op.lower, op.workdir
+    if op.kind not in OVERLAY_KINDS:
+        if lower is not None or workdir is not None:
+            raise ValueError(f"{op.kind} takes no lower directories or workdir")
+        return None, None
+    if lower is None or isinstance(lower, (str, bytes)) or not isinstance(lower, Iterable):
+        raise TypeError(f"{op.kind} {op.dest} needs its lower directories as a list of paths")
+    lower = tuple(check_path(path, f"{op.kind} lower directory", absolute=False) for path in lower)
+    if len(lower) < MIN_LOWER[op.kind]:
+        raise ValueError(
+            f"{op.kind} {op.dest} needs at least {MIN_LOWER[op.kind]} lower directories, "
+            f"not {len(lower)}"
+        )
+    if op.kind == "overlay":
+        if workdir is None:
+            raise ValueError(f"overlay {op.dest} needs a workdir")
+        workdir = check_path(workdir, "overlay workdir", absolute=False)
+    elif workdir is not None:
+        raise ValueError(f"{op.kind} takes no workdir")
+    return lower, workdir
 
 
 def resolved(op: FsOp, cwd: str) -> FsOp:
-    """``op`` with a bind's source made absolute against the caller's directory ``cwd``."""
+    """``op`` with its host paths (a bind's or overlay's) made absolute against ``cwd``."""
+
+    def absolute(path: str) -> str:
+        return os.path.normpath(os.path.join(cwd, path))
+
     if op.kind in BIND_KINDS and op.source is not None:
-        return op._replace(source=os.path.normpath(os.path.join(cwd, op.source)))
+        return op._replace(source=absolute(op.source))
+    if op.kind in OVERLAY_KINDS:
+        return op._replace(
+            source=None if op.source is None else absolute(op.source),
+            lower=tuple(absolute(path) for path in op.lower or ()),
+            workdir=None if op.workdir is None else absolute(op.workdir),
+        )
     return op
+
+
+def escape_option(path: str) -> str:
+    """``path`` in a mount option: backslash before the separators ``,`` and ``:``, as bwrap."""
+    return re.sub(r"([\\,:])", r"\\\1", path)
+
+
+def overlay_options(op: FsOp, index: int, host: str) -> str:
+    """overlayfs's mount options for ``op``, as bwrap writes them.
+
+    Host paths are under ``host`` (where the caller's root is); a
+    ``tmp_overlay`` writes to the ``index``-th upper and work directories of
+    the staging root.  The lower directories go top first, as overlayfs
+    wants them.  ``userxattr``: in a user namespace overlayfs may keep its
+    metadata only in user.* extended attributes (trusted.* needs
+    CAP_SYS_ADMIN over the host).
+    """
+    parts = []
+    if op.kind == "overlay":
+        assert op.source is not None and op.workdir is not None
+        parts.append(f"upperdir={host}{escape_option(op.source)}")
+        parts.append(f"workdir={host}{escape_option(op.workdir)}")
+    elif op.kind == "tmp_overlay":
+        parts.append(f"upperdir=/tmp-overlay-upper-{index},workdir=/tmp-overlay-work-{index}")
+    lower = ":".join(host + escape_option(path) for path in reversed(op.lower or ()))
+    return ",".join([*parts, f"lowerdir={lower}", "userxattr"])
 
 
 def parent_mode(mode: int | None) -> int:

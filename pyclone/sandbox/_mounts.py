@@ -15,7 +15,16 @@ import stat
 
 from .. import _pyclone
 from ._description import Description
-from ._fsops import BIND_KINDS, DEFAULT_MODES, NO_CREATE_KINDS, FsOp, parent_mode, resolved
+from ._fsops import (
+    BIND_KINDS,
+    DEFAULT_MODES,
+    NO_CREATE_KINDS,
+    OVERLAY_KINDS,
+    FsOp,
+    overlay_options,
+    parent_mode,
+    resolved,
+)
 from ._status import StepReporter
 
 _OLD = "/oldroot"
@@ -44,7 +53,7 @@ def setup_mounts(reporter: StepReporter, sb: Description, cwd: str) -> None:
     m = _pyclone
     with reporter.step("make / private"):
         m.mount(None, "/", None, m.MS_REC | m.MS_PRIVATE)
-    ops = operations(sb, cwd)
+    ops = [_real_paths(reporter, op) for op in operations(sb, cwd)]
     umask = os.umask(0)
     if not sb._root_mode():
         for op in ops:
@@ -59,10 +68,12 @@ def setup_mounts(reporter: StepReporter, sb: Description, cwd: str) -> None:
         os.mkdir(_STAGE + _OLD)
         m.pivot_root(_STAGE, _STAGE + _OLD)
         os.chdir("/")
+    tmp_overlays = 0
     for op in ops:
-        if op.source is not None and op.kind != "symlink":
+        if op.source is not None and op.kind not in ("symlink", *OVERLAY_KINDS):
             op = op._replace(source=_OLD + op.source)
-        _apply(reporter, sb, op, _NEW + op.dest if op.dest != "/" else _NEW)
+        _apply(reporter, sb, op, _NEW + op.dest if op.dest != "/" else _NEW, tmp_overlays)
+        tmp_overlays += op.kind == "tmp_overlay"
     with reporter.step("pivot_root"):
         m.umount2(_OLD, m.MNT_DETACH)
         os.chdir(_NEW)
@@ -73,8 +84,37 @@ def setup_mounts(reporter: StepReporter, sb: Description, cwd: str) -> None:
     os.umask(umask)
 
 
-def _apply(reporter: StepReporter, sb: Description, op: FsOp, where: str) -> None:
-    """One operation of the plan, at ``where`` (``op.dest`` as the sandbox will see it)."""
+def _real_paths(reporter: StepReporter, op: FsOp) -> FsOp:
+    """An overlay's host directories with their symbolic links resolved, as bwrap does.
+
+    Done before the new root is entered: overlayfs would resolve an absolute
+    link in them against the staging root, and its error would not say which
+    directory is missing.
+    """
+    if op.kind not in OVERLAY_KINDS:
+        return op
+    with reporter.step(f"{op.kind} {op.dest}"):
+        return op._replace(
+            source=None if op.source is None else _real(op.source),
+            lower=tuple(_real(path) for path in op.lower or ()),
+            workdir=None if op.workdir is None else _real(op.workdir),
+        )
+
+
+def _real(path: str) -> str:
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def _apply(
+    reporter: StepReporter, sb: Description, op: FsOp, where: str, tmp_overlays: int = 0
+) -> None:
+    """One operation of the plan, at ``where`` (``op.dest`` as the sandbox will see it).
+
+    ``tmp_overlays`` is the number of tmp_overlay operations before this one.
+    """
     root_mode = sb._root_mode()
     mountinfo = (_OLD if root_mode else "") + "/proc/self/mountinfo"
     kind, dest = op.kind, op.dest
@@ -100,6 +140,13 @@ def _apply(reporter: StepReporter, sb: Description, op: FsOp, where: str) -> Non
             _mount_proc(where, (_OLD if root_mode else "") + "/proc", mountinfo)
         elif kind == "dev":
             _make_dev(where, _OLD + "/dev", mountinfo)
+        elif kind in OVERLAY_KINDS:
+            _make_point(where, True)
+            if kind == "tmp_overlay":
+                for part in ("upper", "work"):
+                    os.mkdir(f"/tmp-overlay-{part}-{tmp_overlays}", 0o755)
+            options = overlay_options(op, tmp_overlays, _OLD)
+            _pyclone.mount("overlay", where, "overlay", 0, options)
         elif kind == "symlink":
             assert op.source is not None
             try:

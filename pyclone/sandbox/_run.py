@@ -26,6 +26,7 @@ from ..flags import CloneFlag
 from ..task import Task
 from ._caps import kept_caps, sets_inheritable
 from ._description import Description
+from ._forward import forwarding
 from ._hold import held_fds
 from ._join import clone_flags, joins
 from ._setup import Plan, cap_last
@@ -164,22 +165,24 @@ def run(
             raise ValueError("stdout and stderr cannot be given with capture_output")
         pipes = [os.pipe(), os.pipe()]
         stdout, stderr = pipes[0][1], pipes[1][1]
-    try:
-        task = spawn(
-            sb,
-            argv,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            allow_threads=allow_threads,
-            on_start=on_start,
-        )
-    except BaseException:
-        for r, w in pipes:
-            os.close(r)
-            os.close(w)
-        raise
-    out, err = _finish(task, pipes, deadline, timeout)
+    with forwarding(sb.forward_signals) as forwarder:
+        started = on_start if forwarder is None else _also(forwarder.started, on_start)
+        try:
+            task = spawn(
+                sb,
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                allow_threads=allow_threads,
+                on_start=started,
+            )
+        except BaseException:
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+            raise
+        out, err = _finish(task, pipes, deadline, timeout)
     code = task.returncode
     assert code is not None
     done = subprocess.CompletedProcess(
@@ -188,6 +191,19 @@ def run(
     if check:
         done.check_returncode()
     return done
+
+
+def _also(
+    first: Callable[[Task], None], then: Callable[[Task], None] | None
+) -> Callable[[Task], None]:
+    """An on_start callback that calls ``first``, then ``then`` (the caller's, if any)."""
+
+    def both(task: Task) -> None:
+        first(task)
+        if then is not None:
+            then(task)
+
+    return both
 
 
 def _finish(

@@ -250,7 +250,10 @@ class Plan(StepReporter):
     def execute(self) -> NoReturn:
         assert self.command is not None
         try:
-            os.execvpe(self.command[0], list(self.command), dict(os.environ))
+            argv = list(self.command)
+            if self.sandbox.argv0 is not None:
+                argv[0] = self.sandbox.argv0  # the program is still found by its own name
+            os.execvpe(self.command[0], argv, dict(os.environ))
         except OSError as exc:
             with contextlib.suppress(StepFailed):
                 self.fail("exec", exc.errno, exc.strerror or str(exc), self.command[0], None)

@@ -81,7 +81,13 @@ class Sandbox(Description):
         mount at ``dest`` only); ``mode`` defaults as in bwrap (0755 for
         ``dir`` and ``tmpfs``, 0666 for ``file``, 0600 for the data binds),
         created parents get 0755 less what ``mode`` denies the group and
-        others, and the umask is 0 until the command runs.
+        others, and the umask is 0 until the command runs.  The overlay kinds
+        ``overlay``, ``tmp_overlay`` and ``ro_overlay`` mount overlayfs over
+        the host directories ``lower`` (lowest first, symbolic links resolved
+        before the new root is entered), with the options bwrap gives
+        (``,`` and ``:`` in paths escaped, ``userxattr``, which a user
+        namespace needs); an ``overlay`` writes to ``source`` with
+        ``workdir``, a ``tmp_overlay`` to a tmpfs no one else sees.
     ``net``
         a new network namespace holds only ``lo``, which is brought up
         (SIOCSIFFLAGS).
@@ -157,6 +163,16 @@ class Sandbox(Description):
         a seccomp filter, built with libseccomp through the ``pyseccomp``
         package (extra ``pyclone[seccomp]``), that makes the named system
         calls fail with ``seccomp_errno`` (default EPERM).
+    ``argv0``
+        the ``argv[0]`` the command gets (bwrap's ``--argv0``); the program
+        is still looked up by the command line's first word.
+    ``forward_signals``
+        while :meth:`run` waits (in the main thread), the caller passes on
+        HUP, INT, QUIT, TERM, USR1, USR2, WINCH, CONT and ALRM it receives
+        to the sandbox's first process (bwrap's ``--forward-signals``): the
+        init, which forwards them to the target, or the target itself with
+        ``init=False`` (as pid 1 it gets only those it has a handler for).
+        The caller's handlers come back when :meth:`run` returns.
     ``seccomp_programs``
         caller-built classic-BPF seccomp programs (bwrap's ``--seccomp`` and
         ``--add-seccomp-fd``): one ``bytes`` or a sequence of them, each the
@@ -202,8 +218,14 @@ class Sandbox(Description):
         child is killed and reaped and the exception propagates.
         Raises
         :class:`SandboxError` naming the failed step otherwise, after
-        killing and reaping what had been started.
+        killing and reaping what had been started.  ``forward_signals``
+        is for :meth:`run` (ValueError here): the caller forwards while it waits;
+        ``argv0`` for a command line (ValueError with a callable).
         """
+        if self.forward_signals:
+            raise ValueError("forward_signals works while run() waits: use run(), not spawn()")
+        if self.argv0 is not None and callable(target):
+            raise ValueError("argv0 is for a command line: a callable target is not executed")
         return _run.spawn(
             self,
             target,
