@@ -53,4 +53,5 @@ def forwarding(enabled: bool) -> Iterator[Forwarder | None]:
         yield forwarder
     finally:
         for signum, handler in old.items():
-            signal.signal(signum, handler)
+            # None: set outside Python, so no way back to it; the default is the nearest
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
