@@ -156,7 +156,7 @@ def add_filesystem_options(fs: Any) -> None:
         (
             "--bind-fd",
             ("FD", "DEST"),
-            "bind mount the directory (or file) open on FD on DEST; FD is then closed",
+            "bind mount the directory (or file) open on FD on DEST; FD (if above 2) is then closed",
         ),
         ("--ro-bind-fd", ("FD", "DEST"), "the same, read-only"),
         ("--symlink", ("SRC", "DEST"), "create a symlink at DEST pointing to SRC"),
