@@ -274,7 +274,11 @@ def _like_bwrap(who: str, line: list[str], expected: Outcome, **how: Any) -> Non
 
 
 _LS = ["sh", "-c", "ls -A /tmp; echo ."]  # nothing in /tmp
-_FLAGS = "grep ' /tmp/x ' /proc/self/mountinfo | cut -d' ' -f6 | tr , '\\n' | grep -x -e ro -e rw -e nosuid -e nodev"  # noqa: E501
+#: the hardening flags of the mount on /tmp/x, one a line
+_FLAGS = (
+    "grep ' /tmp/x ' /proc/self/mountinfo | cut -d' ' -f6 | tr , '\\n'"
+    " | grep -x -e ro -e rw -e nosuid -e nodev"
+)
 
 
 @WHO
