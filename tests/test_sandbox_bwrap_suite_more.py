@@ -378,6 +378,20 @@ def test_environment(implementation: str, who: str) -> None:
         assert done.stdout == f"PWD={os.path.realpath(o.workdir)}\n", done.stderr
 
 
+@case("bind_fd")
+def test_bind_fd(implementation: str, who: str) -> None:
+    """Mirrors "ok bind-fd": the directory open on fd 100 (the work directory) bound on /tmp."""
+    with oracle(implementation, who) as o:
+        o.write("file-data", "foobar\n")
+        done = o.run(
+            *RUN, "--proc", "/proc", "--dev", "/dev", "--bind", "/", "/",
+            "--bind-fd", "100", "/tmp", "cat", "/tmp/file-data",
+            redirect="100< .",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "foobar\n"
+
+
 def _child_pid(info: str) -> int:
     """upstream's extract_child_pid: the number after "child-pid"."""
     found = re.search(r'"child-pid": ([0-9]+)', info)

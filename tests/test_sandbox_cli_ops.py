@@ -7,15 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from bwrap_oracle import Oracle, oracle
 
 from pyclone.cli import build_parser
 from pyclone.sandbox import FsOp, sandbox_from_args
 
 from conftest import WAIT, require_root
-from sandbox_helpers import ROOT_DIR
+from sandbox_helpers import NOBODY, ROOT_DIR, WHO, bwrap_version, require_bwrap
 
 HOST_ROOT = ["--bind", "/", "/", "--tmpfs", "/tmp"]
 
@@ -63,6 +65,13 @@ OURS = False  # pyclone's wording (argparse's, or a read that bwrap makes later)
         (["--chmod", "0755"], "--chmod: expected 2 arguments", OURS),
         (["--perms"], "--perms: expected one argument", OURS),
         (["--ro-bind-data", "CLOSED", "/f"], "Bad file descriptor", OURS),
+        (["--bind-fd", "x", "/d"], "Invalid fd: x", BWRAPS),
+        (["--ro-bind-fd", "-1", "/d"], "Invalid fd: -1", BWRAPS),
+        (["--bind-fd", "0x3", "/d"], "Invalid fd: 0x3", BWRAPS),
+        (["--perms", "0700", "--mqueue", "/m"], "--perms must be followed by an option", BWRAPS),
+        (["--size", "1", "--mqueue", "/m"], "--size must be followed by --tmpfs", BWRAPS),
+        (["--bind-fd", "5"], "--bind-fd: expected 2 arguments", OURS),
+        (["--mqueue"], "--mqueue: expected one argument", OURS),
     ],
 )
 def test_bad_filesystem_options_are_refused_clearly(
@@ -101,6 +110,16 @@ def test_perms_and_size_apply_to_the_next_operation_only() -> None:
     )
 
 
+def test_fd_binds_keep_the_descriptors_number_for_the_child() -> None:
+    args = build_parser().parse_args(
+        ["run", "--bind-fd", "7", "/a", "--ro-bind-fd", "0012", "/b", "--", "true"]
+    )
+    assert sandbox_from_args(args).ops == (
+        FsOp("bind_fd", "/a", fd=7),
+        FsOp("ro_bind_fd", "/b", fd=12),
+    )
+
+
 def test_file_data_is_read_from_its_descriptor_which_is_closed() -> None:
     with data_pipe(b"hello\0world") as fd:
         args = build_parser().parse_args(["run", "--file", str(fd), "/etc/motd", "--", "true"])
@@ -122,6 +141,9 @@ def test_file_data_is_read_from_its_descriptor_which_is_closed() -> None:
         (["--bind", "/", "/", "--bind", "/", "/"], False),
         (["--symlink", "dir", "/tmp/link", "--bind", "/etc", "/tmp/link"], False),
         (["--tmpfs", "/tmp", "--dir", "/tmp/d"], False),
+        # kinds the keyword options do not have
+        (["--bind-try", "/a", "/a", "--ro-bind-fd", "3", "/b", "--mqueue", "/c"], False),
+        (["--dev-bind-try", "/d", "/d", "--bind-fd", "0", "/", "--ro-bind-try", "e", "/e"], False),
     ],
 )
 def test_the_command_lines_order_is_kept(line: list[str], keywords: bool) -> None:
@@ -183,3 +205,227 @@ def test_operations_do_what_bwraps_do() -> None:
         pytest.skip("bwrap is not installed: nothing to compare with (apt-get install bubblewrap)")
     theirs = _operations_line([bwrap])
     assert (theirs.returncode, theirs.stdout) == (0, ours.stdout), theirs.stderr
+
+
+# -- the try binds, the descriptor binds and mqueue, next to bwrap ------------------------
+
+W = "@W"  #: the oracle's working directory, in a command line and in what is compared
+
+Outcome = tuple[int, str, str]  #: (exit status, stdout, stderr without the program's name)
+
+#: The bwrap release whose messages pyclone follows word for word (see test_sandbox_cli_errors).
+WORDED_AS = (0, 8)
+
+
+def _bind_tree(o: Oracle) -> list[int]:
+    """dir/f, file, dangling -> /nowhere..., loop -> loop: owned by the user the case runs as."""
+    os.mkdir(o.path("dir"))
+    o.write("dir/f", "f\n")
+    o.write("file", "file\n")
+    os.symlink("/nowhere-pyclone-test", o.path("dangling"))
+    os.symlink("loop", o.path("loop"))
+    if o.who == "nobody":
+        for name in ("dir", "dangling", "loop"):
+            os.lchown(o.path(name), NOBODY, NOBODY)
+    return []
+
+
+def _run_line(
+    implementation: str,
+    who: str,
+    line: list[str],
+    prepare: Callable[[Oracle], list[int]] = _bind_tree,
+    redirect: str = "",
+) -> Outcome:
+    """``line`` run by one implementation as ``who``; fds from ``prepare`` fill ``{0}``, ..."""
+    with oracle(implementation, who) as o:
+        fds = prepare(o)
+        try:
+            words = [word.replace(W, o.workdir) for word in line]
+            done = subprocess.run(
+                o.argv(words, redirect.format(*fds)),
+                capture_output=True,
+                text=True,
+                timeout=WAIT,
+                cwd=o.workdir,
+                env=o.environment(),
+                stdin=subprocess.DEVNULL,
+                pass_fds=fds,
+                check=False,
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
+        message = done.stderr.removeprefix(f"{o.name}: ")
+        return done.returncode, done.stdout.replace(o.workdir, W), message.replace(o.workdir, W)
+
+
+def _like_bwrap(who: str, line: list[str], expected: Outcome, **how: Any) -> None:
+    """pyclone gives ``expected``; bwrap the same (its status 1 for pyclone's 125)."""
+    ours = _run_line("pyclone", who, [*HOST_ROOT, *line], **how)
+    assert ours == expected
+    require_bwrap()
+    theirs = _run_line("bwrap", who, [*HOST_ROOT, *line], **how)
+    status = 1 if ours[0] == 125 else ours[0]
+    if bwrap_version()[:2] == WORDED_AS:
+        assert theirs == (status, *ours[1:])
+    else:  # later releases reword some messages
+        assert theirs[:2] == (status, ours[1])
+
+
+_LS = ["sh", "-c", "ls -A /tmp; echo ."]  # nothing in /tmp
+#: the hardening flags of the mount on /tmp/x, one a line
+_FLAGS = (
+    "grep ' /tmp/x ' /proc/self/mountinfo | cut -d' ' -f6 | tr , '\\n'"
+    " | grep -x -e ro -e rw -e nosuid -e nodev"
+)
+
+
+@WHO
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # missing (ENOENT, a dangling symlink too): nothing is made, not even the parents
+        (["--bind-try", "/nonexistent-pyclone", "/tmp/a/b", *_LS], (0, ".\n", "")),
+        (["--bind-try", f"{W}/dangling", "/tmp/x", *_LS], (0, ".\n", "")),
+        (["--ro-bind-try", f"{W}/dir", "/tmp/x", "--bind-try", f"{W}/gone", "/tmp/x", "cat",
+          "/tmp/x/f"], (0, "f\n", "")),
+        # found: the same bind, read-only staying read-only, nosuid and nodev but for dev
+        (["--ro-bind-try", f"{W}/dir", "/tmp/x", "sh", "-c", f"touch /tmp/x/n 2>&1; {_FLAGS}"],
+         (0, "touch: cannot touch '/tmp/x/n': Read-only file system\nro\nnosuid\nnodev\n", "")),
+        (["--bind-try", f"{W}/dir", "/tmp/x", "sh", "-c", f"touch /tmp/x/n; {_FLAGS}"],
+         (0, "rw\nnosuid\nnodev\n", "")),
+        (["--dev-bind-try", "/dev/null", "/tmp/x", "sh", "-c", f"echo > /tmp/x && {_FLAGS}"],
+         (0, "rw\nnosuid\n", "")),
+        (["--bind-try", "/dev/null", "/tmp/x", "sh", "-c", "echo > /tmp/x || echo no"],
+         (0, "no\n", "sh: 1: cannot create /tmp/x: Permission denied\n")),
+        # any other failure to find the source is an error, as for --bind
+        (["--bind-try", f"{W}/file/x", "/tmp/x", "true"],
+         (125, "", f"Can't find source path {W}/file/x: Not a directory\n")),
+        (["--dev-bind-try", f"{W}/loop", "/tmp/x", "true"],
+         (125, "", f"Can't find source path {W}/loop: Too many levels of symbolic links\n")),
+    ],
+    ids=["missing", "dangling", "keeps-earlier", "ro", "rw", "dev", "nodev", "enotdir", "eloop"],
+)  # fmt: skip
+def test_try_binds_skip_a_missing_source_only(who: str, line: list[str], expected: Outcome) -> None:
+    _like_bwrap(who, line, expected)
+
+
+@WHO
+def test_try_binds_refuse_a_source_they_may_not_look_for(who: str) -> None:
+    line = ["--bind-try", "/root/nonexistent-pyclone", "/tmp/x", "true"]
+    if who == "root" or os.stat("/root").st_mode & 0o001:
+        _like_bwrap(who, line, (0, "", ""))  # root may look: it is missing
+    else:
+        message = "Can't find source path /root/nonexistent-pyclone: Permission denied\n"
+        _like_bwrap(who, line, (125, "", message))
+
+
+def _open(name: str, flags: int = os.O_RDONLY) -> Callable[[Oracle], list[int]]:
+    def prepare(o: Oracle) -> list[int]:
+        _bind_tree(o)
+        return [os.open(o.path(name), flags | os.O_CLOEXEC)]
+
+    return prepare
+
+
+def _deleted_dir(o: Oracle) -> list[int]:
+    os.mkdir(o.path("gone"))
+    fd = os.open(o.path("gone"), os.O_RDONLY | os.O_CLOEXEC)
+    os.rmdir(o.path("gone"))
+    return [fd]
+
+
+def _pipe(o: Oracle) -> list[int]:
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    return [read_end]
+
+
+_FD5_GONE = "[ -e /proc/self/fd/5 ] && echo kept || echo closed"
+
+
+@WHO
+@pytest.mark.parametrize(
+    ("option", "prepare", "script", "expected"),
+    [
+        ("--bind-fd", _open("dir"), f"cat /tmp/x/f; touch /tmp/x/n; {_FD5_GONE}; {_FLAGS}",
+         (0, "f\nclosed\nrw\nnosuid\nnodev\n", "")),
+        ("--ro-bind-fd", _open("dir", os.O_PATH | os.O_DIRECTORY),
+         f"touch /tmp/x/n || echo read-only; {_FD5_GONE}; {_FLAGS}",
+         (0, "read-only\nclosed\nro\nnosuid\nnodev\n",
+          "touch: cannot touch '/tmp/x/n': Read-only file system\n")),
+        ("--bind-fd", _open("file"), "cat /tmp/x", (0, "file\n", "")),
+        ("--bind-fd", _pipe, "true",
+         (125, "", "Can't find source path /proc/self/fd/5: No such file or directory\n")),
+        ("--bind-fd", _deleted_dir, "true",
+         (125, "", "Can't find source path /proc/self/fd/5: No such file or directory\n")),
+    ],
+    ids=["dir", "ro-o-path", "file", "pipe", "deleted"],
+)  # fmt: skip
+def test_fd_binds_bind_what_the_descriptor_is_open_on(
+    who: str,
+    option: str,
+    prepare: Callable[[Oracle], list[int]],
+    script: str,
+    expected: Outcome,
+) -> None:
+    line = [option, "5", "/tmp/x", "sh", "-c", script]
+    _like_bwrap(who, line, expected, prepare=prepare, redirect="5<&{0}")
+
+
+@WHO
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (["--bind-fd", "5", "/tmp/x", "true"],
+         (125, "", "Can't find source path /proc/self/fd/5: No such file or directory\n")),
+        # bwrap checks the mount against the descriptor, without following a symlink there
+        (["--dir", "/tmp/real", "--symlink", "real", "/tmp/link", "--bind-fd", "5", "/tmp/link",
+          "true"], (125, "", "Race condition binding dirfd: Invalid argument\n")),
+    ],
+    ids=["closed", "symlink-dest"],
+)  # fmt: skip
+def test_fd_binds_refuse_like_bwrap(who: str, line: list[str], expected: Outcome) -> None:
+    prepare = _bind_tree if "--symlink" not in line else _open("dir")
+    redirect = "" if "--symlink" not in line else "5<&{0}"
+    _like_bwrap(who, line, expected, prepare=prepare, redirect=redirect)
+
+
+@WHO
+def test_an_fd_bind_of_a_standard_descriptor_leaves_it_open(who: str) -> None:
+    """bwrap closes 0-2 too (the next file opened then takes the number); pyclone keeps them.
+
+    (A directory cannot be pyclone's stdin: Python refuses to start with one.)
+    """
+    line = [*HOST_ROOT, "--bind-fd", "0", "/tmp/x", "sh", "-c", "cat /tmp/x; cat <&0"]
+    ours = _run_line("pyclone", who, line, _open("file"), "0<&{0}")
+    assert ours == (0, "file\nfile\n", "")
+
+
+@WHO
+def test_mqueue_mounts_the_queues_of_the_ipc_namespace(who: str) -> None:
+    # a new ipc namespace's queues, made (open O_CREAT) and read through the mount
+    script = "ls -A /tmp/mq; touch /tmp/mq/q; cat /tmp/mq/q; stat -c %a /tmp/mq"
+    line = ["--unshare-ipc", "--mqueue", "/tmp/mq", "sh", "-c", script]
+    queue = "QSIZE:0          NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n"
+    _like_bwrap(who, line, (0, f"{queue}1777\n", ""))
+    # nosuid, nodev and noexec: pyclone's hardening (bwrap mounts it without them)
+    flags = _run_line(
+        "pyclone", who, [*HOST_ROOT, *line[:3], "grep", " /tmp/mq ", "/proc/self/mountinfo"]
+    )
+    assert {"nosuid", "nodev", "noexec"} <= set(flags[1].split()[5].split(","))
+
+
+@WHO
+def test_mqueue_without_an_ipc_namespace(who: str) -> None:
+    """The caller's queues as root; refused to uid 65534, whose user namespace does not own them."""
+    line = ["--mqueue", "/tmp/mq", "stat", "-c", "%a", "/tmp/mq"]
+    if who == "root":
+        _like_bwrap(who, line, (0, "1777\n", ""))
+    else:
+        message = "Can't mount mqueue on /newroot/tmp/mq: Operation not permitted\n"
+        _like_bwrap(who, line, (125, "", message))
+    not_a_dir = ["--file", "5", "/tmp/f", "--mqueue", "/tmp/f", "true"]
+    expected = (125, "", "Can't mkdir /tmp/f: Not a directory\n")
+    _like_bwrap(who, not_a_dir, expected, prepare=_open("file"), redirect="5<&{0}")

@@ -9,7 +9,7 @@ import pytest
 
 from pyclone import Sandbox
 from pyclone.sandbox import FsOp
-from pyclone.sandbox._fsops import parent_mode
+from pyclone.sandbox._fsops import parent_mode, resolved
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,18 @@ from pyclone.sandbox._fsops import parent_mode
         ([("dir", "/x", None, None, None, 4096)], ValueError),
         ([("proc", "/")], ValueError),
         ([("file", "/", None, None, b"")], ValueError),
+        ([("bind_try", "/x")], ValueError),
+        ([("ro_bind_try", "/x", "")], ValueError),
+        ([("bind_fd", "/x")], TypeError),
+        ([("bind_fd", "/x", None, None, None, None, "3")], TypeError),
+        ([("ro_bind_fd", "/x", None, None, None, None, True)], TypeError),
+        ([("bind_fd", "/x", None, None, None, None, -1)], ValueError),
+        ([("bind_fd", "/x", "/src", None, None, None, 3)], ValueError),
+        ([("bind", "/x", "/src", None, None, None, 3)], ValueError),
+        ([("mqueue", "/x", "/src")], ValueError),
+        ([("mqueue", "/x", None, 0o700)], ValueError),
+        ([("mqueue", "/")], ValueError),
+        ([("bind_fd", "/x", None, None, None, None, 3, "more")], TypeError),
         ([("dir", "/x")], None),  # needs 'mnt' (with new="user" below)
     ],
 )
@@ -85,6 +97,40 @@ def test_ops_take_bwraps_default_modes_and_keep_their_order() -> None:
     assert sb._root_mode()  # binds (and anything that writes) assemble a new root
     assert pickle.loads(pickle.dumps(sb)) == sb and hash(sb) == hash(pickle.loads(pickle.dumps(sb)))
     assert "ops=" in repr(sb)
+
+
+def test_try_and_descriptor_binds_and_mqueue_take_their_own_fields() -> None:
+    sb = Sandbox(
+        ops=[
+            FsOp("bind_try", "/a/", "rel//src"),
+            FsOp("dev_bind_try", "/b", "/dev"),
+            FsOp("ro_bind_try", "/", "/"),
+            FsOp("bind_fd", "/c", fd=7),
+            FsOp("ro_bind_fd", "/", fd=0),
+            FsOp("mqueue", "/dev/mqueue"),
+        ]
+    )
+    assert sb.ops == (
+        FsOp("bind_try", "/a", "rel//src"),
+        FsOp("dev_bind_try", "/b", "/dev"),
+        FsOp("ro_bind_try", "/", "/"),
+        FsOp("bind_fd", "/c", fd=7),
+        FsOp("ro_bind_fd", "/", fd=0),
+        FsOp("mqueue", "/dev/mqueue"),
+    )
+    # sources as the child resolves them: the caller's directory, the descriptor's magic link
+    assert [resolved(op, "/here").source for op in sb.ops[::3]] == [
+        "/here/rel/src",
+        "/proc/self/fd/7",
+    ]
+    assert pickle.loads(pickle.dumps(sb)) == sb
+
+
+def test_binds_and_mqueue_work_over_the_callers_tree() -> None:
+    for op in (FsOp("bind_try", "/x", "/y"), FsOp("bind_fd", "/x", fd=3), FsOp("mqueue", "/x")):
+        Sandbox(new_root=False, ops=[op])  # nothing of the caller's tree is written
+    assert not Sandbox(ops=[("mqueue", "/dev/mqueue")])._root_mode()  # like a tmpfs
+    assert Sandbox(ops=[("bind_fd", "/x", None, None, None, None, 3)])._root_mode()
 
 
 def test_tmpfs_proc_and_remount_ro_ops_work_over_the_callers_tree() -> None:

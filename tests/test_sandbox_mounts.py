@@ -11,6 +11,7 @@ import pytest
 
 import pyclone
 from pyclone import Sandbox
+from pyclone.sandbox import FsOp
 
 from conftest import WAIT, Health, require_root
 from sandbox_helpers import (
@@ -380,3 +381,117 @@ def _failing_op(ops: list[tuple[Any, ...]]) -> tuple[str, int | None]:
 )
 def test_a_failing_op_names_its_step(ops: list[tuple[Any, ...]], step: str, code: str) -> None:
     assert run_as("nobody", _failing_op, ops) == (step, getattr(errno, code))
+
+
+# -- try binds, descriptor binds, mqueue ------------------------------------------------
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _binds_of_descriptors(directory: str) -> tuple[list[str], bool, bool, bool, list[str]]:
+    bound = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    passed = os.open(directory, os.O_PATH | os.O_CLOEXEC)
+
+    def inside() -> tuple[list[str], bool, bool]:
+        return os.listdir("/d"), _is_open(bound), _is_open(passed)
+
+    try:
+        sb = Sandbox(
+            new={"user", "mnt"},
+            close_fds=False,  # so that only the bind's own closing can close it
+            pass_fds=[passed],
+            ops=[FsOp("bind_fd", "/d", fd=bound), FsOp("ro_bind_fd", "/p", fd=passed)],
+        )
+        listing, bound_inside, passed_inside = sb.spawn(inside).result(WAIT)
+        return listing, bound_inside, passed_inside, _is_open(bound), os.listdir(directory)
+    finally:
+        os.close(bound)
+        os.close(passed)
+
+
+@WHO
+def test_a_descriptor_bind_closes_the_sandboxs_copy_only(who: str) -> None:
+    with shared_dir() as directory:
+        open(os.path.join(directory, "f"), "w").close()
+        listing, bound_inside, passed_inside, bound_outside, _ = run_as(
+            who, _binds_of_descriptors, directory
+        )
+    assert listing == ["f"]
+    assert not bound_inside  # closed once bound, as bwrap closes it
+    assert passed_inside  # given to the sandbox (pass_fds): kept
+    assert bound_outside  # the caller's own stays open
+
+
+def _sources(directory: str) -> tuple[list[str], bool, bool]:
+    def inside() -> tuple[list[str], bool, bool]:
+        return os.listdir("/x"), os.path.lexists("/y"), os.path.lexists("/w")
+
+    sb = Sandbox(
+        new={"user", "mnt"},
+        # an absolute symlink in a source is the host's: resolved before the new root
+        ro_bind=[(os.path.join(directory, "link"), "/x")],
+        ops=[
+            ("bind_try", "/y/z", "/nonexistent-pyclone"),
+            ("dev_bind_try", "/w", os.path.join(directory, "dangling")),
+        ],
+    )
+    got: tuple[list[str], bool, bool] = sb.spawn(inside).result(WAIT)
+    return got
+
+
+@WHO
+def test_sources_are_the_hosts_and_a_missing_try_source_is_skipped(who: str) -> None:
+    with shared_dir() as directory:
+        os.mkdir(os.path.join(directory, "dir"))
+        open(os.path.join(directory, "dir", "f"), "w").close()
+        os.symlink(os.path.join(directory, "dir"), os.path.join(directory, "link"))
+        os.symlink("/nowhere-pyclone-test", os.path.join(directory, "dangling"))
+        assert run_as(who, _sources, directory) == (["f"], False, False)
+
+
+def _failing_source(ops: list[FsOp]) -> tuple[str, int | None, str | None]:
+    try:
+        Sandbox(new={"user", "mnt"}, ops=ops).spawn(lambda: 0).result(WAIT)
+    except pyclone.SandboxError as exc:
+        return exc.step, exc.errno, exc.filename
+    return "ran", None, None
+
+
+@WHO
+def test_a_source_that_cannot_be_found_fails_its_bind(who: str) -> None:
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    try:
+        cases = [
+            (FsOp("bind_try", "/x", "/etc/passwd/x"), errno.ENOTDIR, "/etc/passwd/x"),
+            (FsOp("ro_bind_fd", "/x", fd=read_end), errno.ENOENT, f"/proc/self/fd/{read_end}"),
+        ]
+        for op, code, name in cases:
+            assert run_as(who, _failing_source, [op]) == (f"{op.kind} /x", code, name)
+    finally:
+        os.close(read_end)
+
+
+def _mqueue() -> tuple[str, bool]:
+    def inside() -> tuple[str, bool]:
+        with open("/mq/q", "w"):  # open(O_CREAT) on an mqueue makes a queue
+            pass
+        with open("/mq/q") as f:
+            status = f.read().split()[0]
+        hardened = os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC
+        return status, os.statvfs("/mq").f_flag & hardened == hardened
+
+    sb = Sandbox(new={"user", "mnt", "ipc"}, ops=[("mqueue", "/mq")], new_root=True)
+    got: tuple[str, bool] = sb.spawn(inside).result(WAIT)
+    return got
+
+
+@WHO
+def test_mqueue_is_the_new_ipc_namespaces_and_hardened(who: str) -> None:
+    assert run_as(who, _mqueue) == ("QSIZE:0", True)

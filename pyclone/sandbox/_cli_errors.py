@@ -12,7 +12,7 @@ import errno
 import os
 from collections.abc import Sequence
 
-from ._fsops import OVERLAY_KINDS, FsOp, overlay_options
+from ._fsops import ALL_BIND_KINDS, FD_KINDS, OVERLAY_KINDS, FsOp, overlay_options
 from ._status import SandboxError
 
 #: Steps whose failure bwrap words without naming a path.
@@ -50,8 +50,9 @@ def message(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None = None)
     if overlay and exc.errno == errno.ELOOP and what is not None:
         # bwrap's own reason: ELOOP's "Too many levels of symbolic links" misleads here
         return f"{what}: Overlay directories may not overlap"
-    # as bwrap's die_with_error: what failed, then the system's reason
-    return f"{exc.step if what is None else what}: {exc.strerror}"
+    # as bwrap's die_with_error: what failed, then the C library's text for errno
+    reason = exc.strerror if exc.errno is None else os.strerror(exc.errno)
+    return f"{exc.step if what is None else what}: {reason}"
 
 
 #: syslog(3)'s levels, which bwrap's --level-prefix puts before each diagnostic
@@ -108,7 +109,9 @@ def _filesystem(exc: SandboxError, ops: Sequence[FsOp]) -> str | None:
         return f"Can't find source path {op.source}"
     if name is not None and name != dest and dest.startswith(name.rstrip("/") + "/"):
         return f"Can't mkdir parents for {dest}"
-    if kind in ("bind", "ro_bind", "dev_bind"):
+    if kind in FD_KINDS and name is None and not mounting:
+        return "Race condition binding dirfd"  # what was bound is not the descriptor's file
+    if kind in ALL_BIND_KINDS:
         if mounting:
             return f"Can't bind mount {op.source} on {dest}"
         source_is_dir = op.source is not None and os.path.isdir(op.source)
@@ -116,6 +119,9 @@ def _filesystem(exc: SandboxError, ops: Sequence[FsOp]) -> str | None:
     if kind in ("tmpfs", "proc", "dev"):
         fs = "proc" if kind == "proc" else "tmpfs"
         return f"Can't mount {fs} on {dest}" if mounting else f"Can't mkdir {dest}"
+    if kind == "mqueue":
+        # bwrap names the mount point as its privileged helper saw it, in the staging root
+        return f"Can't mount mqueue on /newroot{dest}" if mounting else f"Can't mkdir {dest}"
     return {
         "dir": f"Can't mkdir {dest}",
         "file": f"Can't create file {dest}",

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ._fsops import DEFAULT_MODES, MAX_MODE, FsOp
+from ._fsops import DEFAULT_MODES, FD_KINDS, MAX_MODE, FsOp
 
 #: bwrap's limit on --size (half the address space)
 _MAX_SIZE = (1 << 63) - 1
@@ -45,6 +45,8 @@ class _Op(argparse.Action):
             op = FsOp(kind, words[1], mode=mode, data=data)
         elif kind == "chmod":
             op = FsOp(kind, words[1], mode=_octal(parser, "--chmod", words[0]))
+        elif kind in FD_KINDS:
+            op = FsOp(kind, words[1], fd=_fd_number(parser, words[0]))
         elif len(words) == 2:
             op = FsOp(kind, words[1], words[0])
         else:
@@ -132,11 +134,16 @@ def _size(parser: argparse.ArgumentParser, text: str) -> int:
     return size
 
 
+def _fd_number(parser: argparse.ArgumentParser, text: str) -> int:
+    """A descriptor's number: decimal digits only (bwrap's strtol also takes a sign, spaces)."""
+    if not (text.isascii() and text.isdigit()):
+        parser.error(f"Invalid fd: {text}")
+    return int(text)
+
+
 def _read_fd(parser: argparse.ArgumentParser, option: str, text: str, dest: str) -> bytes:
     """All of file descriptor ``text``, which is then closed (as bwrap does) unless it is 0-2."""
-    if not text.isdigit():
-        parser.error(f"Invalid fd: {text}")
-    fd = int(text)
+    fd = _fd_number(parser, text)
     chunks: list[bytes] = []
     try:
         while chunk := os.read(fd, 1 << 16):
@@ -194,12 +201,27 @@ def add_filesystem_options(fs: Any) -> None:
     fs.set_defaults(proc=None, dev=None)
     for option, meta, text in (
         ("--bind", ("SRC", "DEST"), "bind mount host SRC on DEST (nosuid, nodev)"),
+        ("--bind-try", ("SRC", "DEST"), "the same, or nothing if SRC does not exist"),
         ("--ro-bind", ("SRC", "DEST"), "bind mount host SRC read-only on DEST"),
+        ("--ro-bind-try", ("SRC", "DEST"), "the same, or nothing if SRC does not exist"),
         ("--dev-bind", ("SRC", "DEST"), "bind mount host SRC on DEST, allowing device access"),
+        ("--dev-bind-try", ("SRC", "DEST"), "the same, or nothing if SRC does not exist"),
+        (
+            "--bind-fd",
+            ("FD", "DEST"),
+            "bind mount the directory (or file) open on FD on DEST; FD (if above 2) is then closed",
+        ),
+        ("--ro-bind-fd", ("FD", "DEST"), "the same, read-only"),
         ("--symlink", ("SRC", "DEST"), "create a symlink at DEST pointing to SRC"),
         ("--tmpfs", "DEST", "mount an empty tmpfs on DEST (mode 0755 unless --perms)"),
         ("--proc", "DEST", "mount a new procfs on DEST"),
         ("--dev", "DEST", "mount a minimal /dev on DEST"),
+        (
+            "--mqueue",
+            "DEST",
+            "mount an mqueue filesystem on DEST (the queues of the new ipc namespace "
+            "with --unshare-ipc, else the caller's)",
+        ),
         ("--dir", "DEST", "create a directory at DEST (mode 0755 unless --perms)"),
         ("--file", ("FD", "DEST"), "copy from FD to a file at DEST (mode 0666 unless --perms)"),
         ("--bind-data", ("FD", "DEST"), "copy from FD to a file bind mounted on DEST (0600)"),

@@ -33,7 +33,7 @@ from ._checks import (
     check_rlimits,
     check_setenv,
 )
-from ._fsops import OVER_TREE_KINDS, FsOp, check_ops
+from ._fsops import MOUNT_ONLY_KINDS, OVER_TREE_KINDS, FsOp, check_ops
 from ._names import DEFAULT_NEW
 from ._seccomp import Program, check_programs
 
@@ -359,6 +359,6 @@ class Description:
     def _root_mode(self) -> bool:
         if self.new_root is not None:
             return self.new_root
-        if any(op.kind not in ("tmpfs", "proc", "remount_ro") for op in self.ops):
+        if any(op.kind not in MOUNT_ONLY_KINDS for op in self.ops):
             return True
         return bool(self.bind or self.ro_bind or self.dev_bind or self.symlink or self.dev)

@@ -24,7 +24,24 @@ class FsOp(NamedTuple):
     ``dir``, ``file``, ``bind_data``, ``ro_bind_data`` or ``tmpfs`` creates
     (bwrap's ``--perms``; the defaults are bwrap's) and the new bits of a
     ``chmod``; ``data`` the content of a ``file``, ``bind_data`` or
-    ``ro_bind_data``; ``size`` the byte limit of a ``tmpfs``.
+    ``ro_bind_data``; ``size`` the byte limit of a ``tmpfs``; ``fd`` the
+    caller's descriptor whose file a ``bind_fd`` or ``ro_bind_fd`` binds.
+
+    A ``*_try`` bind is skipped, creating nothing, when its source does not
+    exist (ENOENT, a dangling symlink included); any other failure to find
+    it is an error, as for the plain bind.  An ``*_fd`` bind binds the path
+    the descriptor's file has (``/proc/self/fd/FD`` resolved: a directory,
+    file or ``O_PATH`` descriptor; a pipe, socket or deleted file has none,
+    ENOENT), checks that the mount is that file, and then closes the
+    sandbox's copy of the descriptor (unless it is 0-2 or in ``pass_fds``);
+    the caller's stays open.  An ``mqueue`` is a new POSIX message queue
+    filesystem (of the sandbox's ipc namespace), nosuid, nodev and noexec.
+
+    The overlays, as bwrap's: ``lower`` the host directories layered
+    (lowest first) by an ``overlay`` (whose ``source`` is the writable upper
+    directory and ``workdir`` overlayfs's work directory, both on the host),
+    a ``tmp_overlay`` (writes go to a tmpfs and vanish) or a ``ro_overlay``
+    (no writes, two layers at least).
     """
 
     kind: str
@@ -35,26 +52,33 @@ class FsOp(NamedTuple):
     size: int | None = None
     lower: tuple[str, ...] | None = None
     workdir: str | None = None
+    fd: int | None = None
 
 
 #: kind -> the mode of what it creates when ``mode`` is not given (bwrap's defaults)
 DEFAULT_MODES = {"dir": 0o755, "tmpfs": 0o755, "file": 0o666, "bind_data": 0o600}
 DEFAULT_MODES["ro_bind_data"] = 0o600
+#: the binds the keyword options also make (``bind=``, ``ro_bind=``, ``dev_bind=``)
 BIND_KINDS = ("bind", "ro_bind", "dev_bind")
+#: binds skipped when their source is missing
+TRY_KINDS = ("bind_try", "ro_bind_try", "dev_bind_try")
+#: binds of what a descriptor is open on
+FD_KINDS = ("bind_fd", "ro_bind_fd")
+#: every kind that bind mounts a host path
+ALL_BIND_KINDS = (*BIND_KINDS, *TRY_KINDS, *FD_KINDS)
 DATA_KINDS = ("file", "bind_data", "ro_bind_data")
 OVERLAY_KINDS = ("overlay", "tmp_overlay", "ro_overlay")
 KINDS = (
-    *BIND_KINDS,
-    *("tmpfs", "proc", "dev", "symlink", "dir"),
-    *DATA_KINDS,
-    *("chmod", "remount_ro"),
-    *OVERLAY_KINDS,
-)
+    *ALL_BIND_KINDS, "tmpfs", "proc", "dev", "mqueue", "symlink", "dir", *DATA_KINDS, "chmod",
+    "remount_ro", *OVERLAY_KINDS,
+)  # fmt: skip
+#: the kinds that alone ask for no new root: they only mount (or remount) over a directory
+MOUNT_ONLY_KINDS = ("tmpfs", "proc", "mqueue", "remount_ro")
 #: the kinds that may work over the caller's own tree (the others would write to it)
-OVER_TREE_KINDS = (*BIND_KINDS, "tmpfs", "proc", "remount_ro")
+OVER_TREE_KINDS = (*ALL_BIND_KINDS, *MOUNT_ONLY_KINDS)
 #: the kinds that create nothing at their destination, not even its parents
 NO_CREATE_KINDS = ("chmod", "remount_ro")
-_ROOT_OK = (*BIND_KINDS, "tmpfs", "dir", "chmod", "remount_ro", *OVERLAY_KINDS)
+_ROOT_OK = (*ALL_BIND_KINDS, "tmpfs", "dir", "chmod", "remount_ro", *OVERLAY_KINDS)
 #: kind -> how many lower directories it needs at least (bwrap's rule)
 MIN_LOWER = {"overlay": 1, "tmp_overlay": 1, "ro_overlay": 2}
 MAX_MODE = 0o7777
@@ -70,7 +94,7 @@ def check_ops(value: Any) -> tuple[FsOp, ...]:
 
 
 def _check_op(item: Any) -> FsOp:
-    if not isinstance(item, tuple) or not 2 <= len(item) <= 8:
+    if not isinstance(item, tuple) or not 2 <= len(item) <= 9:
         raise TypeError(f"ops entries must be FsOp or (kind, dest, ...) tuples, not {item!r}")
     op = FsOp(*item)
     if op.kind not in KINDS:
@@ -81,7 +105,7 @@ def _check_op(item: Any) -> FsOp:
     source = op.source
     if op.kind == "overlay" and source is not None:
         source = check_path(source, "overlay source", absolute=False)
-    elif op.kind in (*BIND_KINDS, "symlink", "overlay"):
+    elif op.kind in (*BIND_KINDS, *TRY_KINDS, "symlink", "overlay"):
         if source is None:
             raise ValueError(f"{op.kind} {dest} needs a source")
         source = check_path(source, f"{op.kind} source", absolute=False)
@@ -114,8 +138,16 @@ def _check_op(item: Any) -> FsOp:
             raise TypeError(f"tmpfs size must be an int, not {size!r}")
         if size <= 0:
             raise ValueError(f"tmpfs size must be a positive number of bytes, not {size}")
+    fd = op.fd
+    if op.kind in FD_KINDS:
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"{op.kind} {dest} needs its descriptor as an int, not {fd!r}")
+        if fd < 0:
+            raise ValueError(f"{op.kind} descriptor must be 0 or more, not {fd}")
+    elif fd is not None:
+        raise ValueError(f"only bind_fd and ro_bind_fd take a descriptor, not {op.kind}")
     lower, workdir = _check_overlay(op)
-    return FsOp(op.kind, dest, source, mode, data, size, lower, workdir)
+    return FsOp(op.kind, dest, source, mode, data, size, lower, workdir, fd)
 
 
 def _check_overlay(op: FsOp) -> tuple[tuple[str, ...] | None, str | None]:
@@ -148,7 +180,11 @@ def resolved(op: FsOp, cwd: str) -> FsOp:
     def absolute(path: str) -> str:
         return os.path.normpath(os.path.join(cwd, path))
 
-    if op.kind in BIND_KINDS and op.source is not None:
+    if op.kind in FD_KINDS:
+        # the magic link to it, as in bwrap (which names it in its messages);
+        # what that leads to is found in the child
+        return op._replace(source=f"/proc/self/fd/{op.fd}")
+    if op.kind in (*BIND_KINDS, *TRY_KINDS) and op.source is not None:
         return op._replace(source=absolute(op.source))
     if op.kind in OVERLAY_KINDS:
         return op._replace(
@@ -183,6 +219,11 @@ def overlay_options(op: FsOp, index: int, host: str) -> str:
         parts.append(f"upperdir=/tmp-overlay-upper-{index},workdir=/tmp-overlay-work-{index}")
     lower = ":".join(host + escape_option(path) for path in reversed(op.lower or ()))
     return ",".join([*parts, f"lowerdir={lower}", "userxattr"])
+
+
+def bind_flags(kind: str) -> tuple[bool, bool]:
+    """(read-only, devices allowed) of a bind of ``kind``."""
+    return kind.startswith("ro_"), kind.startswith("dev_")
 
 
 def parent_mode(mode: int | None) -> int:

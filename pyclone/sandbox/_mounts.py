@@ -4,7 +4,8 @@ Runs in the child, inside its new mount namespace.  With a new root the tree
 is assembled under a staging tmpfs entered with pivot_root(2); the host's
 root stays reachable under ``/oldroot`` until it is detached.  Every bind
 (and each of its submounts) is nosuid, and nodev unless it is a dev_bind, as
-bwrap's are.
+bwrap's are.  Bind sources are the host's paths: each is resolved (symlinks
+followed, as realpath(3)) before the first operation, as bwrap resolves them.
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ import stat
 from .. import _pyclone
 from ._description import Description
 from ._fsops import (
+    ALL_BIND_KINDS,
     BIND_KINDS,
     DEFAULT_MODES,
     NO_CREATE_KINDS,
     OVERLAY_KINDS,
+    TRY_KINDS,
     FsOp,
+    bind_flags,
     overlay_options,
     parent_mode,
     resolved,
 )
+from ._hold import held_fds
 from ._status import StepReporter
 
 _OLD = "/oldroot"
@@ -53,11 +58,12 @@ def setup_mounts(reporter: StepReporter, sb: Description, cwd: str) -> None:
     m = _pyclone
     with reporter.step("make / private"):
         m.mount(None, "/", None, m.MS_REC | m.MS_PRIVATE)
-    ops = [_real_paths(reporter, op) for op in operations(sb, cwd)]
+    ops = _find_sources(reporter, operations(sb, cwd))
     umask = os.umask(0)
     if not sb._root_mode():
         for op in ops:
             _apply(reporter, sb, op, op.dest)
+        _close_bound_fds(sb, ops)
         os.umask(umask)
         return
     reporter.prefixes = (_OLD, _NEW)
@@ -74,6 +80,7 @@ def setup_mounts(reporter: StepReporter, sb: Description, cwd: str) -> None:
             op = op._replace(source=_OLD + op.source)
         _apply(reporter, sb, op, _NEW + op.dest if op.dest != "/" else _NEW, tmp_overlays)
         tmp_overlays += op.kind == "tmp_overlay"
+    _close_bound_fds(sb, ops)
     with reporter.step("pivot_root"):
         m.umount2(_OLD, m.MNT_DETACH)
         os.chdir(_NEW)
@@ -84,21 +91,36 @@ def setup_mounts(reporter: StepReporter, sb: Description, cwd: str) -> None:
     os.umask(umask)
 
 
-def _real_paths(reporter: StepReporter, op: FsOp) -> FsOp:
-    """An overlay's host directories with their symbolic links resolved, as bwrap does.
+def _find_sources(reporter: StepReporter, ops: list[FsOp]) -> list[FsOp]:
+    """``ops`` with their host paths resolved in the host's tree (realpath), as bwrap does.
 
-    Done before the new root is entered: overlayfs would resolve an absolute
-    link in them against the staging root, and its error would not say which
-    directory is missing.
+    Done before any operation, so that what an operation mounts never changes
+    what a source names, and before the staging root hides the host's /tmp
+    (overlayfs would also resolve an absolute link in its directories
+    against the staging root, and its error would not say which is missing).
+    A ``*_try`` bind whose source is missing (ENOENT) is left out; any other
+    failure is the operation's, under the path's name.
     """
-    if op.kind not in OVERLAY_KINDS:
-        return op
-    with reporter.step(f"{op.kind} {op.dest}"):
-        return op._replace(
-            source=None if op.source is None else _real(op.source),
-            lower=tuple(_real(path) for path in op.lower or ()),
-            workdir=None if op.workdir is None else _real(op.workdir),
-        )
+    out = []
+    for op in ops:
+        if op.kind in ALL_BIND_KINDS:
+            assert op.source is not None
+            with reporter.step(f"{op.kind} {op.dest}"):
+                try:
+                    op = op._replace(source=_real(op.source))
+                except OSError as exc:
+                    if op.kind in TRY_KINDS and exc.errno == errno.ENOENT:
+                        continue
+                    raise
+        elif op.kind in OVERLAY_KINDS:
+            with reporter.step(f"{op.kind} {op.dest}"):
+                op = op._replace(
+                    source=None if op.source is None else _real(op.source),
+                    lower=tuple(_real(path) for path in op.lower or ()),
+                    workdir=None if op.workdir is None else _real(op.workdir),
+                )
+        out.append(op)
+    return out
 
 
 def _real(path: str) -> str:
@@ -106,6 +128,17 @@ def _real(path: str) -> str:
         return os.path.realpath(path, strict=True)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def _close_bound_fds(sb: Description, ops: list[FsOp]) -> None:
+    """Close the descriptors binds were made from, as bwrap does: the command does not get them.
+
+    0-2 stay open (closing one would hand its number to the next file opened)
+    and so do those the sandbox was given or holds for the caller.
+    """
+    keep = {0, 1, 2, *sb.pass_fds, *held_fds(sb)}
+    for fd in {op.fd for op in ops if op.fd is not None} - keep:
+        os.close(fd)
 
 
 def _apply(
@@ -120,15 +153,31 @@ def _apply(
     kind, dest = op.kind, op.dest
     label = {"tmpfs": "mount tmpfs", "proc": "mount", "dev": "mount"}.get(kind, kind)
     with reporter.step(f"{label} {dest}"):
+        is_dir = False
+        if kind in ALL_BIND_KINDS:
+            assert op.source is not None
+            try:
+                is_dir = stat.S_ISDIR(os.stat(op.source).st_mode)
+            except FileNotFoundError:
+                if kind in TRY_KINDS:
+                    return  # gone since it was found: skipped, as bwrap skips it
+                raise
         if root_mode and kind not in NO_CREATE_KINDS:
             _make_parents(where, parent_mode(op.mode))
-        if kind in BIND_KINDS:
+        if kind in ALL_BIND_KINDS:
             assert op.source is not None
-            is_dir = stat.S_ISDIR(os.stat(op.source).st_mode)
             if root_mode:
                 _make_point(where, is_dir)
-            readonly, devices = kind == "ro_bind", kind == "dev_bind"
+            readonly, devices = bind_flags(kind)
             _bind(op.source, where, mountinfo, readonly=readonly, devices=devices)
+            if op.fd is not None:
+                _check_bound_fd(op.fd, where)
+        elif kind == "mqueue":
+            if root_mode:
+                _make_point(where, True)
+            # no file there can be a device or setuid: the flags only say so
+            flags = _pyclone.MS_NOSUID | _pyclone.MS_NODEV | _pyclone.MS_NOEXEC
+            _pyclone.mount("mqueue", where, "mqueue", flags)
         elif kind == "tmpfs":
             if root_mode:
                 _make_point(where, True)
@@ -184,6 +233,22 @@ def _make(op: FsOp, where: str, mountinfo: str) -> None:
             _bind(path, where, mountinfo, readonly=op.kind == "ro_bind_data", devices=False)
         finally:
             os.unlink(path)
+
+
+def _check_bound_fd(fd: int, where: str) -> None:
+    """The mount at ``where`` is the descriptor's file (bwrap's check, and its refusal).
+
+    The bind was made from the path the descriptor's file had (a mount
+    cannot be made from a descriptor of another mount namespace), so that
+    path may have been replaced meanwhile; a symlink at the destination,
+    not followed here, fails the check too, as in bwrap.
+    """
+    held, mounted = os.fstat(fd), os.lstat(where)
+    if (held.st_dev, held.st_ino) != (mounted.st_dev, mounted.st_ino):
+        raise OSError(
+            errno.EINVAL,
+            f"what was bound is not the file of descriptor {fd} (replaced, or a symlink there)",
+        )
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -75,10 +75,15 @@ class Sandbox(Description):
         filesystem operations applied after those, in the given order, as
         bwrap applies its command line (a later one covers an earlier one on
         the same or a parent destination): ``pyclone.sandbox.FsOp(kind,
-        dest, source, mode, data, size)`` entries or tuples, of the kinds
-        above and ``dir``, ``file``, ``bind_data``, ``ro_bind_data`` (a file
+        dest, source, mode, data, size, fd)`` entries or tuples, of the kinds
+        above and ``bind_try``, ``ro_bind_try``, ``dev_bind_try`` (nothing
+        when the source is missing), ``bind_fd``, ``ro_bind_fd`` (what
+        descriptor ``fd`` is open on; the sandbox's copy is then closed),
+        ``mqueue``, ``dir``, ``file``, ``bind_data``, ``ro_bind_data`` (a file
         of ``data`` bound there, unlinked), ``chmod`` and ``remount_ro`` (the
-        mount at ``dest`` only); ``mode`` defaults as in bwrap (0755 for
+        mount at ``dest`` only); bind sources are resolved in the host's tree
+        before the first operation, as bwrap resolves them;
+        ``mode`` defaults as in bwrap (0755 for
         ``dir`` and ``tmpfs``, 0666 for ``file``, 0600 for the data binds),
         created parents get 0755 less what ``mode`` denies the group and
         others, and the umask is 0 until the command runs.  The overlay kinds
