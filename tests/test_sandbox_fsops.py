@@ -40,15 +40,15 @@ from pyclone.sandbox._fsops import parent_mode, resolved
         ([("bind_try", "/x")], ValueError),
         ([("ro_bind_try", "/x", "")], ValueError),
         ([("bind_fd", "/x")], TypeError),
-        ([("bind_fd", "/x", None, None, None, None, "3")], TypeError),
-        ([("ro_bind_fd", "/x", None, None, None, None, True)], TypeError),
-        ([("bind_fd", "/x", None, None, None, None, -1)], ValueError),
-        ([("bind_fd", "/x", "/src", None, None, None, 3)], ValueError),
-        ([("bind", "/x", "/src", None, None, None, 3)], ValueError),
+        ([("bind_fd", "/x", None, None, None, None, None, None, "3")], TypeError),
+        ([("ro_bind_fd", "/x", None, None, None, None, None, None, True)], TypeError),
+        ([("bind_fd", "/x", None, None, None, None, None, None, -1)], ValueError),
+        ([("bind_fd", "/x", "/src", None, None, None, None, None, 3)], ValueError),
+        ([("bind", "/x", "/src", None, None, None, None, None, 3)], ValueError),
         ([("mqueue", "/x", "/src")], ValueError),
         ([("mqueue", "/x", None, 0o700)], ValueError),
         ([("mqueue", "/")], ValueError),
-        ([("bind_fd", "/x", None, None, None, None, 3, "more")], TypeError),
+        ([("bind_fd", "/x", None, None, None, None, None, None, 3, "more")], TypeError),
         ([("dir", "/x")], None),  # needs 'mnt' (with new="user" below)
     ],
 )
@@ -130,7 +130,7 @@ def test_binds_and_mqueue_work_over_the_callers_tree() -> None:
     for op in (FsOp("bind_try", "/x", "/y"), FsOp("bind_fd", "/x", fd=3), FsOp("mqueue", "/x")):
         Sandbox(new_root=False, ops=[op])  # nothing of the caller's tree is written
     assert not Sandbox(ops=[("mqueue", "/dev/mqueue")])._root_mode()  # like a tmpfs
-    assert Sandbox(ops=[("bind_fd", "/x", None, None, None, None, 3)])._root_mode()
+    assert Sandbox(ops=[("bind_fd", "/x", None, None, None, None, None, None, 3)])._root_mode()
 
 
 def test_tmpfs_proc_and_remount_ro_ops_work_over_the_callers_tree() -> None:
