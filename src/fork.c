@@ -246,7 +246,7 @@ pyclone_spawn_forklike(PyObject *module, clone_request *req)
 
     if (!plain) {
         if (!req->allow_threads) {
-            long n = pyclone_count_threads();
+            long n = pyclone_count_threads_settled();
             if (n > 1) {
                 PyErr_Format(
                     PyExc_RuntimeError,

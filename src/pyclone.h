@@ -180,6 +180,7 @@ int pyclone_system_exit_status(void);
 
 /* threads.c: counting this process's threads */
 long pyclone_count_threads(void);
+long pyclone_count_threads_settled(void);
 extern PyMethodDef pyclone_threads_methods[];
 
 /* fork.c: children without CLONE_VM running a Python callable */

@@ -2,6 +2,7 @@
  * threads.c: how many threads this process has, read from /proc: the raw
  * clone paths refuse or warn in a multi-threaded process, a CLONE_VM child
  * reports the threads it left behind, and _thread_count exposes the count.
+ * The refusal counts after a short wait for threads that have just ended.
  */
 #include "pyclone.h"
 
@@ -36,6 +37,52 @@ pyclone_count_threads(void)
         }
     }
     return field == 20 ? strtol(p, NULL, 10) : -1;
+}
+
+/* The thread count, after giving threads that have just ended a moment to
+ * leave it.  A joined thread is still counted until the kernel has released
+ * it, which comes after the CLONE_CHILD_CLEARTID wake-up that ends the join
+ * and can take milliseconds on a busy machine: without the wait, a launch
+ * right after Thread.join() would be refused.  Called with the GIL held; it
+ * waits only while this interpreter has no other thread state (one is a live
+ * Python thread, which no wait makes go) and at most SETTLE_NS. */
+#define SETTLE_NS 200000000LL
+
+static int
+other_thread_states(void)
+{
+    PyThreadState *self = PyThreadState_Get();
+    PyThreadState *ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(self));
+    for (; ts != NULL; ts = PyThreadState_Next(ts)) {
+        if (ts != self) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static long long
+monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+long
+pyclone_count_threads_settled(void)
+{
+    long n = pyclone_count_threads();
+    if (n <= 1 || other_thread_states()) {
+        return n;
+    }
+    long long deadline = monotonic_ns() + SETTLE_NS;
+    while (n > 1 && monotonic_ns() < deadline) {
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+        n = pyclone_count_threads();
+    }
+    return n;
 }
 
 PyDoc_STRVAR(thread_count_doc,
