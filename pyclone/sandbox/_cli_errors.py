@@ -36,6 +36,11 @@ _FIXED = {
     "unshare": "Creating new namespace failed",
     "unshare pid": "Creating new namespace failed",
     "loopback": "loopback: Failed to bring up lo",
+    "open /proc": "Can't open /proc",
+    "open max_user_namespaces": "cannot open /proc/sys/user/max_user_namespaces",
+    "max_user_namespaces": "sysctl user.max_user_namespaces = 1",
+    "unshare user ns": "unshare user ns",
+    "userns_block_fd": "read userns_block_fd",
 }
 
 
@@ -45,6 +50,8 @@ def message(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None = None)
     ``ops`` are the sandbox's filesystem operations as applied (sources
     absolute), to name a bind's source; ``hostname`` the one asked for.
     """
+    if exc.errno is None and exc.step == "assert_userns_disabled":
+        return str(exc.strerror)  # as bwrap's die: no system call failed
     what = _what(exc, ops, hostname)
     # as bwrap's die_with_error: what failed, then the system's reason
     return f"{exc.step if what is None else what}: {exc.strerror}"

@@ -183,6 +183,7 @@ class Sandbox(Description):
         stderr: Any = None,
         allow_threads: bool = False,
         on_start: Callable[[Task], None] | None = None,
+        parent_fds: Iterable[int] = (),
     ) -> Task:
         """Start ``target`` in the sandbox and return its :class:`Task`.
 
@@ -200,6 +201,11 @@ class Sandbox(Description):
         its setup: ``task.pid`` and ``/proc/PID/ns`` are then the sandbox's
         (``pyclone run --info-fd`` writes them there); if it raises, the
         child is killed and reaped and the exception propagates.
+        ``parent_fds`` are descriptors the child closes first, before its
+        setup: those only the caller writes to, such as a report ``on_start``
+        writes (``pyclone run``'s ``--info-fd``, which bwrap's sandbox
+        closes so), whose reader then sees their end once the caller closes
+        them, even while the sandbox waits on ``userns_block_fd``.
         Raises
         :class:`SandboxError` naming the failed step otherwise, after
         killing and reaping what had been started.
@@ -214,6 +220,7 @@ class Sandbox(Description):
             stderr=stderr,
             allow_threads=allow_threads,
             on_start=on_start,
+            parent_fds=parent_fds,
         )
 
     def run(
@@ -228,6 +235,7 @@ class Sandbox(Description):
         check: bool = False,
         allow_threads: bool = False,
         on_start: Callable[[Task], None] | None = None,
+        parent_fds: Iterable[int] = (),
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a command in the sandbox and wait for it, like :func:`subprocess.run`.
 
@@ -237,8 +245,8 @@ class Sandbox(Description):
         ``capture_output`` its ``stdout`` and ``stderr`` are bytes.  On
         ``timeout`` the sandbox is killed and :class:`pyclone.TimeoutExpired`
         raised; with ``check`` a non-zero status raises
-        :class:`subprocess.CalledProcessError`.  ``on_start`` is as for
-        :meth:`spawn`.
+        :class:`subprocess.CalledProcessError`.  ``on_start`` and
+        ``parent_fds`` are as for :meth:`spawn`.
         """
         return _run.run(
             self,
@@ -251,4 +259,5 @@ class Sandbox(Description):
             check=check,
             allow_threads=allow_threads,
             on_start=on_start,
+            parent_fds=parent_fds,
         )
