@@ -153,6 +153,23 @@ class Sandbox(Description):
     ``userns2``
         a user namespace the sandbox moves into once its mounts are made,
         before its ids and capabilities are settled (bwrap's ``--userns2``).
+    ``disable_userns``, ``assert_userns_disabled``
+        (with ``"user"`` in ``new``) once the mounts are made,
+        ``user.max_user_namespaces`` of the sandbox's user namespace is set
+        to 1 and the sandbox moves into a nested one that maps its own uid
+        and gid to themselves: it cannot raise the limit back, and a further
+        user namespace fails with ENOSPC.  ``assert_userns_disabled`` then
+        tries to create one and fails the setup (step
+        ``assert_userns_disabled``, no errno) if that works.  As bwrap's
+        ``--disable-userns`` and ``--assert-userns-disabled``.
+    ``userns_block_fd``
+        (with ``"user"`` in ``new``, no ``uid_map``/``gid_map``) the id maps
+        are left to whoever writes to this descriptor: the parent runs
+        ``on_start`` (which gets the pid), then reads one byte (or EOF) from
+        it before the child starts its setup; ``uid``/``gid``, if given, are
+        then switched to.  bwrap's ``--userns-block-fd``.
+    ``exec_label``, ``file_label``
+        SELinux labels: refused (``ValueError``), as pyclone applies none.
     ``seccomp_deny``, ``seccomp_errno``
         a seccomp filter, built with libseccomp through the ``pyseccomp``
         package (extra ``pyclone[seccomp]``), that makes the named system
