@@ -155,3 +155,10 @@ def test_labels_are_refused_with_the_reason(name: str) -> None:
     with pytest.raises(ValueError, match=f"{name}='unconfined_t' cannot be applied: {reason}"):
         Sandbox(**{name: "unconfined_t"})  # type: ignore[arg-type]
     assert getattr(Sandbox(), name) is None
+
+
+def test_parent_fds_are_checked_before_anything_starts() -> None:
+    with pytest.raises(ValueError, match="parent_fds must be a non-negative descriptor"):
+        Sandbox(new=USER).run(["true"], parent_fds=[-1])
+    with pytest.raises(TypeError, match="parent_fds must be a descriptor"):
+        Sandbox(new=USER).run(["true"], parent_fds=["3"])  # type: ignore[list-item]

@@ -50,6 +50,7 @@ def spawn(
     """:meth:`Sandbox.spawn`: prepare in the parent, launch, return once set up."""
     command = _check_target(target)
     args = positional_args(args)
+    parent = check_fds(parent_fds, "parent_fds")
     stdio = tuple(
         _fileno(s, n) for s, n in ((stdin, "stdin"), (stdout, "stdout"), (stderr, "stderr"))
     )
@@ -77,7 +78,7 @@ def spawn(
         caps=caps,
         caps_inheritable=sets_inheritable(sb),
         seccomp=seccomp_filter,
-        parent_fds=check_fds(parent_fds, "parent_fds"),
+        parent_fds=parent,
     )
     try:
         task = _launch(sb, plan, cgroup, allow_threads, on_start)
