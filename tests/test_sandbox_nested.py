@@ -72,6 +72,25 @@ def _assert_inside_disabled() -> int:
     return int(outer.spawn(inner).result(WAIT))
 
 
+def _nested_sandbox_inside_disabled() -> tuple[str, int | None]:
+    def inner() -> tuple[str, int | None]:
+        try:
+            Sandbox(new=USER).run(["true"])
+        except SandboxError as exc:
+            return exc.step, exc.errno
+        return "", None
+
+    result: tuple[str, int | None] = (
+        Sandbox(new=USER, disable_userns=True).spawn(inner).result(WAIT)
+    )
+    return result
+
+
+@WHO
+def test_a_sandbox_inside_a_disabled_one_fails_at_its_clone(who: str) -> None:
+    assert run_as(who, _nested_sandbox_inside_disabled) == ("clone", errno.ENOSPC)
+
+
 @WHO
 def test_assert_userns_disabled_passes_inside_a_disabled_sandbox(who: str) -> None:
     assert run_as(who, _assert_inside_disabled) == 0

@@ -52,6 +52,13 @@ def message(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None = None)
     """
     if exc.errno is None and exc.step == "assert_userns_disabled":
         return str(exc.strerror)  # as bwrap's die: no system call failed
+    if exc.step == "clone":
+        if exc.errno == errno.ENOSPC:
+            return (
+                "Creating new namespace failed: nesting depth or "
+                "/proc/sys/user/max_*_namespaces exceeded (ENOSPC)"
+            )
+        return f"Creating new namespace failed: {os.strerror(exc.errno or 0)}"
     what = _what(exc, ops, hostname)
     # as bwrap's die_with_error: what failed, then the system's reason
     return f"{exc.step if what is None else what}: {exc.strerror}"

@@ -30,7 +30,7 @@ from ._description import Description
 from ._hold import held_fds
 from ._join import clone_flags, joins
 from ._setup import Plan, cap_last
-from ._status import await_status, parent_step
+from ._status import SandboxError, await_status, parent_step
 from ._userns import write_maps
 
 
@@ -113,7 +113,10 @@ def _launch(
     waits = sb.userns_block_fd is not None
     late = joins(sb) and not waits
 
+    reached: list[bool] = []
+
     def before_start(task: Task) -> None:
+        reached.append(True)
         if sb._flags & CloneFlag.NEWUSER and not waits:
             write_maps(sb, task.pid)
         if on_start is not None and not late:
@@ -135,6 +138,11 @@ def _launch(
             # before the gate: the caller's reports must not wait for the child's setup
             child_prepare=plan.close_parent_fds if plan.parent_fds else None,
         )
+    except OSError as exc:
+        if reached or cgroup is not None or isinstance(exc, SandboxError):
+            raise  # the hooks' own errors, or a cgroup placement's
+        # the kernel refused the clone itself (its namespaces: ENOSPC past a limit)
+        raise SandboxError("clone", exc.errno, exc.strerror or str(exc)) from exc
     finally:
         os.close(plan.status_fd)
         if plan.life_r >= 0:
