@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import _pyclone
-from . import _cli_errors, _cli_seccomp, _cli_status
+from . import _cli_errors, _cli_seccomp, _cli_status, _cli_userns
 from ._cli_ops import add_filesystem_options, check_modifiers, filesystem
 from ._mounts import operations
 from ._names import DEFAULT_NEW
@@ -207,6 +207,7 @@ def add_parser(subparsers: Any) -> None:
     )
     _add_process_options(p.add_argument_group("process"))
     _cli_status.add_options(p.add_argument_group("given namespaces, locks and status"))
+    _cli_userns.add_options(p.add_argument_group("user namespaces inside, labels"))
     _add_limit_options(p.add_argument_group("limits (pyclone)"))
     _cli_seccomp.add_options(p.add_argument_group("system call filters"))
     p.add_argument(
@@ -382,6 +383,7 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         seccomp_deny=args.seccomp_deny,
         **_cli_status.sandbox_options(args),
         **_cli_seccomp.sandbox_options(args),
+        **_cli_userns.sandbox_options(args),
     )
 
 
@@ -466,7 +468,11 @@ def main(args: argparse.Namespace) -> int:
     if args.die_with_parent:
         _die_with_parent()
     try:
-        done = sandbox.run(command, on_start=lambda task: reports.started(sandbox, task))
+        done = sandbox.run(
+            command,
+            on_start=lambda task: reports.started(sandbox, task),
+            parent_fds=reports.fds(),
+        )
     except SandboxError as exc:
         ops = operations(sandbox, _caller_dir() or "/")
         say(_cli_errors.message(exc, ops, sandbox.hostname))

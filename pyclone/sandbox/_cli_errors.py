@@ -36,6 +36,11 @@ _FIXED = {
     "unshare": "Creating new namespace failed",
     "unshare pid": "Creating new namespace failed",
     "loopback": "loopback: Failed to bring up lo",
+    "open /proc": "Can't open /proc",
+    "open max_user_namespaces": "cannot open /proc/sys/user/max_user_namespaces",
+    "max_user_namespaces": "sysctl user.max_user_namespaces = 1",
+    "unshare user ns": "unshare user ns",
+    "userns_block_fd": "read userns_block_fd",
 }
 
 
@@ -45,6 +50,15 @@ def message(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None = None)
     ``ops`` are the sandbox's filesystem operations as applied (sources
     absolute), to name a bind's source; ``hostname`` the one asked for.
     """
+    if exc.errno is None and exc.step == "assert_userns_disabled":
+        return str(exc.strerror)  # as bwrap's die: no system call failed
+    if exc.step == "clone":
+        if exc.errno == errno.ENOSPC:
+            return (
+                "Creating new namespace failed: nesting depth or "
+                "/proc/sys/user/max_*_namespaces exceeded (ENOSPC)"
+            )
+        return f"Creating new namespace failed: {os.strerror(exc.errno or 0)}"
     what = _what(exc, ops, hostname)
     overlay = exc.step.partition(" ")[0] in OVERLAY_KINDS and exc.filename2 is not None
     if overlay and exc.errno == errno.ELOOP and what is not None:

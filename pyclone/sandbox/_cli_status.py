@@ -124,6 +124,7 @@ class Reports:
             ("--userns", args.userns),
             ("--pidns", args.pidns),
             ("--userns2", args.userns2),
+            ("--userns-block-fd", args.userns_block_fd),
         ]
         for option, fd in named:
             if fd is None:
@@ -133,6 +134,10 @@ class Reports:
             except OSError as exc:
                 raise ValueError(f"{option} {fd}: {exc.strerror}") from exc
         return reports
+
+    def fds(self) -> tuple[int, ...]:
+        """The descriptors only this process writes to (the sandbox closes them first, as bwrap)."""
+        return tuple(fd for fd in (self.info_fd, self.status_fd) if fd is not None)
 
     def started(self, sandbox: Description, task: Task) -> None:
         """The sandbox exists: its pid and namespace ids to both descriptors."""

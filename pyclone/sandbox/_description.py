@@ -34,6 +34,7 @@ from ._checks import (
     check_setenv,
 )
 from ._fsops import MOUNT_ONLY_KINDS, OVER_TREE_KINDS, FsOp, check_ops
+from ._labels import check_label
 from ._names import DEFAULT_NEW
 from ._seccomp import Program, check_programs
 
@@ -87,6 +88,11 @@ class Description:
     userns2: int | None = None
     argv0: str | None = None
     forward_signals: bool = False
+    disable_userns: bool = False
+    assert_userns_disabled: bool = False
+    userns_block_fd: int | None = None
+    exec_label: str | None = None
+    file_label: str | None = None
     _flags: CloneFlag = field(default=CloneFlag(0), init=False, compare=False)
 
     def __init__(
@@ -137,6 +143,11 @@ class Description:
         userns2: int | None = None,
         argv0: str | None = None,
         forward_signals: bool = False,
+        disable_userns: bool = False,
+        assert_userns_disabled: bool = False,
+        userns_block_fd: int | None = None,
+        exec_label: str | None = None,
+        file_label: str | None = None,
     ) -> None:
         given = {
             "new": new,
@@ -184,6 +195,11 @@ class Description:
             "userns2": userns2,
             "argv0": argv0,
             "forward_signals": forward_signals,
+            "disable_userns": disable_userns,
+            "assert_userns_disabled": assert_userns_disabled,
+            "userns_block_fd": userns_block_fd,
+            "exec_label": exec_label,
+            "file_label": file_label,
         }
         for name, value in given.items():
             object.__setattr__(self, name, value)
@@ -199,6 +215,7 @@ class Description:
         self._validate_limits()
         self._validate_seccomp()
         self._validate_held()
+        self._validate_nesting()
         flags = CloneFlag(0)
         for name in self.new:
             flags |= NAMESPACES[name]
@@ -340,6 +357,41 @@ class Description:
             raise ValueError("lock_file needs the sandbox's init: leave init=True")
         if self.userns is not None and "user" in self.new:
             raise ValueError("userns joins a user namespace: remove 'user' from new")
+
+    def _validate_nesting(self) -> None:
+        """The options about user namespaces inside the sandbox (bwrap's rules), and labels."""
+        check_bool(self.disable_userns, "disable_userns")
+        check_bool(self.assert_userns_disabled, "assert_userns_disabled")
+        user = "user" in self.new
+        if self.disable_userns:
+            if not user:
+                raise ValueError(
+                    "disable_userns needs the sandbox's own user namespace: add 'user' to new"
+                )
+            for name in ("uid_map", "gid_map"):
+                ranges = getattr(self, name) or ()
+                if sum(count for _, _, count in ranges) > 1:
+                    # the nested namespace maps its own ids from inside, which the kernel
+                    # allows for one id only
+                    raise ValueError(
+                        f"disable_userns maps only the sandbox's own uid and gid into its "
+                        f"nested user namespace: {name} must map one id"
+                    )
+        if self.userns_block_fd is not None:
+            check_fds([self.userns_block_fd], "userns_block_fd")
+            if not user:
+                raise ValueError(
+                    "userns_block_fd waits for a new user namespace: add 'user' to new"
+                )
+            if self.uid_map or self.gid_map:
+                raise ValueError(
+                    "userns_block_fd leaves the id maps to whoever writes to it: "
+                    "give no uid_map/gid_map"
+                )
+            if self.disable_userns:
+                raise ValueError("disable_userns is not compatible with userns_block_fd")
+        check_label(self.exec_label, "exec_label")
+        check_label(self.file_label, "file_label")
 
     # -- presentation ------------------------------------------------------
 

@@ -24,7 +24,7 @@ _READ_LOCK = struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
 
 def held_fds(sb: Description) -> tuple[int, ...]:
     """The caller's descriptors the sandbox uses by number (besides ``pass_fds``)."""
-    fds = (sb.sync_fd, sb.block_fd, sb.userns, sb.pidns, sb.userns2)
+    fds = (sb.sync_fd, sb.block_fd, sb.userns, sb.pidns, sb.userns2, sb.userns_block_fd)
     return tuple(fd for fd in fds if fd is not None)
 
 

@@ -25,12 +25,13 @@ from ..errors import TimeoutExpired
 from ..flags import CloneFlag
 from ..task import Task
 from ._caps import kept_caps, sets_inheritable
+from ._checks import check_fds
 from ._description import Description
 from ._forward import forwarding
 from ._hold import held_fds
 from ._join import clone_flags, joins
 from ._setup import Plan, cap_last
-from ._status import await_status
+from ._status import SandboxError, await_status, parent_step
 from ._userns import write_maps
 
 
@@ -45,10 +46,12 @@ def spawn(
     stderr: Any = None,
     allow_threads: bool = False,
     on_start: Callable[[Task], None] | None = None,
+    parent_fds: Iterable[int] = (),
 ) -> Task:
     """:meth:`Sandbox.spawn`: prepare in the parent, launch, return once set up."""
     command = _check_target(target)
     args = positional_args(args)
+    parent = check_fds(parent_fds, "parent_fds")
     stdio = tuple(
         _fileno(s, n) for s, n in ((stdin, "stdin"), (stdout, "stdout"), (stderr, "stderr"))
     )
@@ -76,6 +79,7 @@ def spawn(
         caps=caps,
         caps_inheritable=sets_inheritable(sb),
         seccomp=seccomp_filter,
+        parent_fds=parent,
     )
     try:
         task = _launch(sb, plan, cgroup, allow_threads, on_start)
@@ -104,14 +108,23 @@ def _launch(
     """Clone the child and read its setup report; kill and reap it if setup failed."""
 
     # A child that joins namespaces makes its own after the gate: the hook then
-    # waits for the end of its setup, so that it sees them.
-    late = joins(sb)
+    # waits for the end of its setup, so that it sees them.  With userns_block_fd
+    # (which excludes joining a user namespace) it runs first, since whoever writes
+    # to that descriptor needs the pid to write the maps.
+    waits = sb.userns_block_fd is not None
+    late = joins(sb) and not waits
+
+    reached: list[bool] = []
 
     def before_start(task: Task) -> None:
-        if sb._flags & CloneFlag.NEWUSER:
+        reached.append(True)
+        if sb._flags & CloneFlag.NEWUSER and not waits:
             write_maps(sb, task.pid)
         if on_start is not None and not late:
             on_start(task)
+        if sb.userns_block_fd is not None:
+            with parent_step("userns_block_fd"):
+                os.read(sb.userns_block_fd, 1)  # until data or EOF, as bwrap
 
     try:
         task = task_mod._spawn(
@@ -123,7 +136,14 @@ def _launch(
             before_start=before_start,
             allow_threads=allow_threads,
             cgroup=cgroup,
+            # before the gate: the caller's reports must not wait for the child's setup
+            child_prepare=plan.close_parent_fds if plan.parent_fds else None,
         )
+    except OSError as exc:
+        if reached or cgroup is not None or isinstance(exc, SandboxError):
+            raise  # the hooks' own errors, or a cgroup placement's
+        # the kernel refused the clone itself (its namespaces: ENOSPC past a limit)
+        raise SandboxError("clone", exc.errno, exc.strerror or str(exc)) from exc
     finally:
         os.close(plan.status_fd)
         if plan.life_r >= 0:
@@ -154,6 +174,7 @@ def run(
     check: bool = False,
     allow_threads: bool = False,
     on_start: Callable[[Task], None] | None = None,
+    parent_fds: Iterable[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """:meth:`Sandbox.run`: spawn the command, collect its output, wait for it."""
     if _check_target(argv) is None:
@@ -176,6 +197,7 @@ def run(
                 stderr=stderr,
                 allow_threads=allow_threads,
                 on_start=started,
+                parent_fds=parent_fds,
             )
         except BaseException:
             for r, w in pipes:

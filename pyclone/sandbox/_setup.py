@@ -30,6 +30,7 @@ from ._init import fork_init
 from ._join import join_namespaces, joins, switch_userns
 from ._mounts import setup_mounts
 from ._names import CAPABILITIES, RLIMITS
+from ._nested import open_proc, restrict_userns
 from ._seccomp import load as load_seccomp
 from ._status import StepFailed, StepReporter, report
 
@@ -57,6 +58,8 @@ class Plan(StepReporter):
     caps: int
     caps_inheritable: bool
     seccomp: Any
+    #: The caller's descriptors the child closes first (see ``Sandbox.spawn``).
+    parent_fds: tuple[int, ...] = ()
     prefixes: tuple[str, ...] = ()
     #: The directory the command starts in once chosen (None: the caller's, unchanged).
     started_in: str | None = None
@@ -71,8 +74,10 @@ class Plan(StepReporter):
                 os.close(self.life_w)
             if joins(self.sandbox):
                 join_namespaces(self, self.sandbox, self.cap_last)
+            proc_fd = open_proc(self, self.sandbox)  # the host's, before the mounts
             self.namespace_setup()
             switch_userns(self, self.sandbox)
+            restrict_userns(self, self.sandbox, proc_fd)
             sb = self.sandbox
             if sb.new_session:
                 # before the init forks, so that no process of the sandbox
@@ -92,14 +97,22 @@ class Plan(StepReporter):
             return self.target(*self.args, **self.kwargs)
         self.execute()
 
+    def close_parent_fds(self) -> None:
+        """Before the gate (``child_prepare``): close the caller's own descriptors."""
+        for fd in self.parent_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # the same one given twice: closed already
+
     def namespace_setup(self) -> None:
         """The steps that act on the new namespaces, before the init forks."""
         sb = self.sandbox
-        if sb.gid_map:
+        # maps written by whoever wrote to userns_block_fd: the ids asked for, if any
+        waited = sb.userns_block_fd is not None
+        if sb.gid_map or (waited and sb.gid is not None):
             with self.step("setresgid"):
                 gid = 0 if sb.gid is None else sb.gid
                 os.setresgid(gid, gid, gid)
-        if sb.uid_map:
+        if sb.uid_map or (waited and sb.uid is not None):
             with self.step("setresuid"):
                 uid = 0 if sb.uid is None else sb.uid
                 os.setresuid(uid, uid, uid)

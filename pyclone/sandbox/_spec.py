@@ -164,6 +164,23 @@ class Sandbox(Description):
     ``userns2``
         a user namespace the sandbox moves into once its mounts are made,
         before its ids and capabilities are settled (bwrap's ``--userns2``).
+    ``disable_userns``, ``assert_userns_disabled``
+        (with ``"user"`` in ``new``) once the mounts are made,
+        ``user.max_user_namespaces`` of the sandbox's user namespace is set
+        to 1 and the sandbox moves into a nested one that maps its own uid
+        and gid to themselves: it cannot raise the limit back, and a further
+        user namespace fails with ENOSPC.  ``assert_userns_disabled`` then
+        tries to create one and fails the setup (step
+        ``assert_userns_disabled``, no errno) if that works.  As bwrap's
+        ``--disable-userns`` and ``--assert-userns-disabled``.
+    ``userns_block_fd``
+        (with ``"user"`` in ``new``, no ``uid_map``/``gid_map``) the id maps
+        are left to whoever writes to this descriptor: the parent runs
+        ``on_start`` (which gets the pid), then reads one byte (or EOF) from
+        it before the child starts its setup; ``uid``/``gid``, if given, are
+        then switched to.  bwrap's ``--userns-block-fd``.
+    ``exec_label``, ``file_label``
+        SELinux labels: refused (``ValueError``), as pyclone applies none.
     ``seccomp_deny``, ``seccomp_errno``
         a seccomp filter, built with libseccomp through the ``pyseccomp``
         package (extra ``pyclone[seccomp]``), that makes the named system
@@ -204,6 +221,7 @@ class Sandbox(Description):
         stderr: Any = None,
         allow_threads: bool = False,
         on_start: Callable[[Task], None] | None = None,
+        parent_fds: Iterable[int] = (),
     ) -> Task:
         """Start ``target`` in the sandbox and return its :class:`Task`.
 
@@ -221,6 +239,11 @@ class Sandbox(Description):
         its setup: ``task.pid`` and ``/proc/PID/ns`` are then the sandbox's
         (``pyclone run --info-fd`` writes them there); if it raises, the
         child is killed and reaped and the exception propagates.
+        ``parent_fds`` are descriptors the child closes first, before its
+        setup: those only the caller writes to, such as a report ``on_start``
+        writes (``pyclone run``'s ``--info-fd``, which bwrap's sandbox
+        closes so), whose reader then sees their end once the caller closes
+        them, even while the sandbox waits on ``userns_block_fd``.
         Raises
         :class:`SandboxError` naming the failed step otherwise, after
         killing and reaping what had been started.  ``forward_signals``
@@ -241,6 +264,7 @@ class Sandbox(Description):
             stderr=stderr,
             allow_threads=allow_threads,
             on_start=on_start,
+            parent_fds=parent_fds,
         )
 
     def run(
@@ -255,6 +279,7 @@ class Sandbox(Description):
         check: bool = False,
         allow_threads: bool = False,
         on_start: Callable[[Task], None] | None = None,
+        parent_fds: Iterable[int] = (),
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a command in the sandbox and wait for it, like :func:`subprocess.run`.
 
@@ -264,8 +289,8 @@ class Sandbox(Description):
         ``capture_output`` its ``stdout`` and ``stderr`` are bytes.  On
         ``timeout`` the sandbox is killed and :class:`pyclone.TimeoutExpired`
         raised; with ``check`` a non-zero status raises
-        :class:`subprocess.CalledProcessError`.  ``on_start`` is as for
-        :meth:`spawn`.
+        :class:`subprocess.CalledProcessError`.  ``on_start`` and
+        ``parent_fds`` are as for :meth:`spawn`.
         """
         return _run.run(
             self,
@@ -278,4 +303,5 @@ class Sandbox(Description):
             check=check,
             allow_threads=allow_threads,
             on_start=on_start,
+            parent_fds=parent_fds,
         )

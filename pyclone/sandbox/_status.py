@@ -20,7 +20,8 @@ from ..task import Task
 class SandboxError(OSError):
     """A sandbox setup step failed; raised in the parent before ``spawn`` returns.
 
-    ``step`` names the step (``"uid_map"``, ``"mount /proc"``, ``"bind /usr"``,
+    ``step`` names the step (``"clone"`` when the kernel refused the clone
+    itself, ``"uid_map"``, ``"mount /proc"``, ``"bind /usr"``,
     ``"pivot_root"``, ``"exec"``, ...); ``errno``, ``strerror``, ``filename``
     and ``filename2`` are those of the failing system call (``errno`` is None
     when the step failed without one).  An :class:`OSError`, so code that
