@@ -11,9 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 from typing import Any
 
 import pytest
+from bwrap_oracle import require_tools
 
 import pyclone
 from pyclone import Sandbox
@@ -243,3 +245,59 @@ def test_setuid_root_binary_gives_back_no_capability(healthy: Health) -> None:
         assert status["Uid"].split()[1] == "0"  # the setuid bit did work...
         for name in ("CapEff", "CapPrm", "CapBnd"):
             assert int(status[name], 16) == 0, name  # ...and brought no capability
+
+
+def _ptrace_from_inside(victim: int) -> int:
+    """In a sandbox with every namespace, try to attach to ``victim`` (outside): the errno."""
+
+    def inside() -> int:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.ptrace.restype = ctypes.c_long
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        ptrace_attach = 16
+        if libc.ptrace(ptrace_attach, victim, None, None) == 0:
+            return 0
+        return ctypes.get_errno()
+
+    got: int = Sandbox(new="all").spawn(inside).result(WAIT)
+    return got
+
+
+def _tracer(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("TracerPid:"))
+
+
+def _attack_a_process_outside() -> tuple[int, int]:
+    with subprocess.Popen(["sleep", "60"]) as victim:  # the caller's uid: ptrace-able outside
+        try:
+            return _ptrace_from_inside(victim.pid), _tracer(victim.pid)
+        finally:
+            victim.kill()
+
+
+@WHO
+def test_a_process_outside_cannot_be_traced(who: str) -> None:
+    # the same uid could trace it from outside; inside, its pid names nothing
+    err, tracer = run_as(who, _attack_a_process_outside)
+    assert err == errno.ESRCH
+    assert tracer == 0
+
+
+@WHO
+def test_a_process_outside_cannot_be_traced_from_the_command_line_either(who: str) -> None:
+    """``strace -p`` of a process of the caller's fails in both tools (no such process)."""
+    require_tools("strace")
+    user = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if who == "nobody" else {}
+    with subprocess.Popen(["sleep", "60"], **user) as victim:
+        try:
+            for tool in ("bwrap", "pyclone") if shutil.which("bwrap") else ("pyclone",):
+                argv = ["strace", "-e", "trace=none", "-p", str(victim.pid)]
+                done = run_tool(who, tool, *BWRAP_ARGS, *argv)
+                assert done.returncode != 0, (tool, done.stderr)
+                assert "No such process" in done.stderr, (tool, done.stderr)
+                assert _tracer(victim.pid) == 0, tool
+        finally:
+            victim.kill()
