@@ -65,7 +65,7 @@ def args_pipe(*words: str) -> Iterator[int]:
 
 def test_an_abbreviated_option_is_an_unknown_option() -> None:
     done = pyclone_run("--unshare-al", "true")
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "usage: pyclone run" in done.stderr
     assert "Unknown option --unshare-al" in done.stderr
     theirs = bwrap("--unshare-al", "true")
@@ -75,7 +75,7 @@ def test_an_abbreviated_option_is_an_unknown_option() -> None:
 
 def test_an_unknown_option_is_named_with_runs_usage() -> None:
     done = pyclone_run("--foo", "true")
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert done.stderr.startswith("usage: pyclone run "), done.stderr
     assert "pyclone run: error: Unknown option --foo" in done.stderr
     theirs = bwrap("--foo", "true")
@@ -144,7 +144,7 @@ def test_args_in_a_file_take_options_only() -> None:
     ids=["nested", "not-a-number", "closed-fd"],
 )
 def test_args_errors_are_bwraps(data: list[str] | None, fd_text: str | None, message: str) -> None:
-    for program, prefix, status in ((pyclone_run, "pyclone run: error:", 2), (bwrap, "bwrap:", 1)):
+    for program, prefix, status in ((pyclone_run, "pyclone run: error:", 1), (bwrap, "bwrap:", 1)):
         with args_pipe(*(data or [])) as fd:
             done = program(*HOST_ROOT, "--args", fd_text or str(fd), "true", fds=[fd])
         assert done.returncode == status, done.stderr

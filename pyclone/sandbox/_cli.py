@@ -26,15 +26,16 @@ same or a parent destination), --perms and --size apply to the option right
 after them, and the other options can be given in any order.  The ids
 inside are the caller's (--uid/--gid choose others), an unprivileged caller
 keeps no capability (--cap-add grants some), root keeps its own (--cap-drop
-removes some), and never one the caller's bounding set lacks; the root is
-a new, empty one holding only what the filesystem options put there.
+removes some) and never one its bounding set lacks; the root is a new,
+empty one holding only what the filesystem options put there.
 Differences from bwrap:
 a mount namespace is always created, a new terminal session is the default
-(--no-new-session keeps the caller's terminal, and with it TIOCSTI), and
---memory-max/--pids-max/--seccomp-deny are pyclone's own; a descriptor
-given by number (--info-fd, --sync-fd, ...) must be open.  The exit status
-is COMMAND's (128+N if signal N killed it); 125 when setup failed, 126 when
-COMMAND could not be executed, 127 when it was not found.
+(--no-new-session keeps the caller's terminal, and with it TIOCSTI),
+--memory-max, --pids-max, --seccomp-deny and --distinct-exit-codes are
+pyclone's own, and a descriptor given by number (--info-fd, --sync-fd, ...)
+must be open.  The exit status is COMMAND's (128+N if signal N killed it),
+or 1 when anything went wrong before it ran, as bwrap's
+(--distinct-exit-codes tells those failures apart).
 
 example (bwrap --unshare-all --ro-bind /usr /usr ... sh):
   pyclone run --unshare-all --ro-bind /usr /usr \\
@@ -57,9 +58,9 @@ class _RunParser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         words = list(sys.argv[1:] if args is None else args)
-        self.level_prefix = "--level-prefix" in self._options(words)
+        self._diagnostics_from(words)
         expanded = self._expand(words, in_file=False)
-        self.level_prefix = "--level-prefix" in self._options(expanded)
+        self._diagnostics_from(expanded)
         check_modifiers(expanded, self._arity, self.error)
         parsed, extras = super().parse_known_args(expanded, namespace)
         if extras:
@@ -68,13 +69,19 @@ class _RunParser(argparse.ArgumentParser):
             self.error(f"Unknown option {extras[0]}")
         return parsed, extras
 
+    def _diagnostics_from(self, args: list[str]) -> None:
+        """Read the options that shape errors before parsing (an error may come first)."""
+        options = self._options(args)
+        self.level_prefix = "--level-prefix" in options
+        self.distinct_exit_codes = "--distinct-exit-codes" in options
+
     def error(self, message: str) -> NoReturn:
-        """argparse's usage and message, the message after bwrap's ``<3>`` with --level-prefix."""
-        if not getattr(self, "level_prefix", False):
-            super().error(message)
+        """argparse's usage and message (after ``<3>`` with --level-prefix), bwrap's status."""
         self.print_usage(sys.stderr)
-        text = f"error: {message}"
-        self.exit(2, _cli_errors.diagnostic(self.prog, text, level_prefix=True) + "\n")
+        prefix = getattr(self, "level_prefix", False)
+        text = _cli_errors.diagnostic(self.prog, f"error: {message}", level_prefix=prefix)
+        distinct = getattr(self, "distinct_exit_codes", False)
+        self.exit(_cli_errors.failure_status(distinct, _cli_errors.USAGE), text + "\n")
 
     def _options(self, args: list[str]) -> list[str]:
         """The option words of ``args`` (not their values), up to the command."""
@@ -273,6 +280,13 @@ def _add_process_options(pr: Any) -> None:
         help="put syslog's level before each diagnostic (<3> errors, <4> warnings)",
     )
     pr.add_argument(
+        "--distinct-exit-codes",
+        action="store_true",
+        help="exit 2 for a refused command line, 125 when the setup failed, 126 when "
+        "COMMAND could not be executed, 127 when it was not found (pyclone's; default: "
+        "1 for each, as bwrap)",
+    )
+    pr.add_argument(
         "--die-with-parent", action="store_true", help="kill the sandbox when this process dies"
     )
     pr.add_argument(
@@ -456,15 +470,18 @@ def main(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(_cli_errors.diagnostic(prog, text, level_prefix=args.level_prefix), file=sys.stderr)
 
+    def failed(kind: int) -> int:
+        return _cli_errors.failure_status(args.distinct_exit_codes, kind)
+
     if not command:
         say("no COMMAND given (see --help)")
-        return 2
+        return failed(_cli_errors.USAGE)
     try:
         sandbox = sandbox_from_args(args)
         reports = _cli_status.Reports.from_args(args)
     except (TypeError, ValueError, ImportError) as exc:
         say(str(exc))
-        return 2
+        return failed(_cli_errors.USAGE)
     if args.die_with_parent:
         _die_with_parent()
     try:
@@ -477,12 +494,13 @@ def main(args: argparse.Namespace) -> int:
         ops = operations(sandbox, _caller_dir() or "/")
         say(_cli_errors.message(exc, ops, sandbox.hostname))
         if exc.step == "exec":
-            return 127 if exc.errno == errno_mod.ENOENT else 126
-        return 125
+            missing = exc.errno == errno_mod.ENOENT
+            return failed(_cli_errors.NOT_FOUND if missing else _cli_errors.CANNOT_EXECUTE)
+        return failed(_cli_errors.SETUP_FAILED)
     except (OSError, RuntimeError, ValueError, ImportError) as exc:
         # e.g. pyclone.CgroupUnavailable (a RuntimeError) for --memory-max
         say(str(exc))
-        return 125
+        return failed(_cli_errors.SETUP_FAILED)
     code = done.returncode
     code = 128 - code if code < 0 else code
     reports.exited(code)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from ._fsops import ALL_BIND_KINDS, FD_KINDS, OVERLAY_KINDS, FsOp, overlay_options
 from ._status import SandboxError
@@ -67,6 +69,29 @@ def message(exc: SandboxError, ops: Sequence[FsOp], hostname: str | None = None)
     # as bwrap's die_with_error: what failed, then the C library's text for errno
     reason = exc.strerror if exc.errno is None else os.strerror(exc.errno)
     return f"{exc.step if what is None else what}: {reason}"
+
+
+#: bwrap's one exit status for whatever goes wrong before the command runs
+BWRAP_FAILURE = 1
+#: pyclone's distinct ones (--distinct-exit-codes): a refused command line, a
+#: failed setup, a command that cannot be executed, one that is not found
+USAGE, SETUP_FAILED, CANNOT_EXECUTE, NOT_FOUND = 2, 125, 126, 127
+
+
+def failure_status(distinct: bool, kind: int) -> int:
+    """The exit status for a failure of ``kind`` (a distinct one): bwrap's 1 unless ``distinct``."""
+    return kind if distinct else BWRAP_FAILURE
+
+
+def die(carrier: Any, message: str) -> NoReturn:
+    """bwrap's ``die`` for a refused command line: ``prog: message``, then exit.
+
+    ``carrier`` is the parser or the parsed namespace: either has ``prog``,
+    ``level_prefix`` and ``distinct_exit_codes`` (absent means off).
+    """
+    prefix = getattr(carrier, "level_prefix", False)
+    print(diagnostic(carrier.prog, message, level_prefix=prefix), file=sys.stderr)
+    sys.exit(failure_status(getattr(carrier, "distinct_exit_codes", False), USAGE))
 
 
 #: syslog(3)'s levels, which bwrap's --level-prefix puts before each diagnostic

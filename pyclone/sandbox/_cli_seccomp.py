@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
-from ._cli_errors import LOG_WARNING, diagnostic
+from ._cli_errors import LOG_WARNING, diagnostic, die
 from ._seccomp import INSTRUCTION, check_program
 
 
@@ -62,7 +62,7 @@ class _Seccomp(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         if getattr(namespace, "add_seccomp_fd", None):
-            _die(parser, "--seccomp cannot be combined with --add-seccomp-fd")
+            die(parser, "--seccomp cannot be combined with --add-seccomp-fd")
         if getattr(namespace, self.dest, None) is not None:
             prefix = getattr(parser, "level_prefix", False)
             text = "Only the last --seccomp option will take effect"
@@ -82,7 +82,7 @@ class _AddSeccomp(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         if getattr(namespace, "seccomp", None) is not None:
-            _die(parser, "--add-seccomp-fd cannot be combined with --seccomp")
+            die(parser, "--add-seccomp-fd cannot be combined with --seccomp")
         programs = list(getattr(namespace, self.dest, None) or [])
         setattr(namespace, self.dest, [*programs, _read_program(parser, str(values))])
 
@@ -90,7 +90,7 @@ class _AddSeccomp(argparse.Action):
 def _read_program(parser: argparse.ArgumentParser, text: str) -> bytes:
     """The program descriptor ``text`` holds, read to its end; the descriptor is closed."""
     if not (text.isascii() and text.isdigit()):
-        _die(parser, f"Invalid fd: {text}")
+        die(parser, f"Invalid fd: {text}")
     fd = int(text)
     chunks: list[bytes] = []
     try:
@@ -98,14 +98,8 @@ def _read_program(parser: argparse.ArgumentParser, text: str) -> bytes:
             chunks.append(chunk)
         os.close(fd)
     except OSError as exc:
-        _die(parser, f"Can't read seccomp data: {exc.strerror}")
+        die(parser, f"Can't read seccomp data: {exc.strerror}")
     data = b"".join(chunks)
     if len(data) % INSTRUCTION:
-        _die(parser, f"Invalid seccomp data, must be multiple of {INSTRUCTION}")
+        die(parser, f"Invalid seccomp data, must be multiple of {INSTRUCTION}")
     return data
-
-
-def _die(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    """bwrap's ``die``: the message after the program's name, exit status 1."""
-    prefix = getattr(parser, "level_prefix", False)
-    parser.exit(1, diagnostic(parser.prog, message, level_prefix=prefix) + "\n")

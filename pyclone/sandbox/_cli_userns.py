@@ -12,8 +12,9 @@ refuses them where SELinux is not enabled; pyclone applies no label at all.
 from __future__ import annotations
 
 import argparse
-from typing import Any, NoReturn
+from typing import Any
 
+from ._cli_errors import die
 from ._cli_status import fd_number
 from ._labels import refusal
 
@@ -50,13 +51,13 @@ def sandbox_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`Sandbox` arguments these options give, after bwrap's checks of them."""
     block = args.userns_block_fd
     if block is not None and not args.unshare_user:
-        _die(args, "--userns-block-fd requires --unshare-user")
+        die(args, "--userns-block-fd requires --unshare-user")
     if block is not None and args.info_fd is None:
-        _die(args, "--userns-block-fd requires --info-fd")
+        die(args, "--userns-block-fd requires --info-fd")
     if args.disable_userns and not args.unshare_user:
-        _die(args, "--disable-userns requires --unshare-user")
+        die(args, "--disable-userns requires --unshare-user")
     if args.disable_userns and block is not None:
-        _die(args, "--disable-userns is not compatible with  --userns-block-fd")  # sic: 2 spaces
+        die(args, "--disable-userns is not compatible with  --userns-block-fd")  # sic: 2 spaces
     return {
         "disable_userns": args.disable_userns,
         "assert_userns_disabled": args.assert_userns_disabled,
@@ -74,9 +75,4 @@ class _Label(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        parser.exit(1, f"{parser.prog}: {refusal()}\n")
-
-
-def _die(args: argparse.Namespace, message: str) -> NoReturn:
-    """bwrap's ``die``: the message after the program's name, exit status 1."""
-    raise SystemExit(f"{args.prog}: {message}")
+        die(parser, refusal())
