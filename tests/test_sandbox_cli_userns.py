@@ -17,6 +17,7 @@ from sandbox_helpers import (
     NOBODY,
     ROOT_DIR,
     WHO,
+    bwrap_version,
     read_until_eof,
     readable_tree,
     require_bwrap,
@@ -123,6 +124,9 @@ def test_misuse_is_refused_with_bwraps_words(
         assert done.returncode == 1 and message in done.stderr, done.stderr
         return
     assert done.returncode == 1, done.stderr
+    if tool == "bwrap" and bwrap_version()[:2] != (0, 8):
+        # later releases dropped the second space pyclone copies from 0.8
+        message = " ".join(message.split())
     assert f"{_name(tool)}: {message}\n" in done.stderr
 
 
