@@ -46,7 +46,7 @@ pyclone_count_threads(void)
  * right after Thread.join() would be refused.  Called with the GIL held; it
  * waits only while this interpreter has no other thread state (one is a live
  * Python thread, which no wait makes go) and at most SETTLE_NS. */
-#define SETTLE_NS 200000000LL
+#define SETTLE_NS 1000000000LL
 
 static int
 other_thread_states(void)

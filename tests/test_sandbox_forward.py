@@ -16,6 +16,7 @@ import pytest
 
 from pyclone import Sandbox
 
+from actions_support import wait_threads_settle
 from conftest import WAIT
 from sandbox_helpers import BWRAP_LIKE, NOBODY, WHO, run_as, shared_dir
 
@@ -65,6 +66,7 @@ def test_forwarding_is_for_run_in_the_main_thread() -> None:
     thread = threading.Thread(target=in_thread)
     thread.start()
     thread.join(WAIT)
+    wait_threads_settle(1)  # so that the next test's launch is not refused for it
     assert len(errors) == 1 and "main thread" in str(errors[0])
 
 
