@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from .. import _pyclone
 from . import _cli_errors, _cli_seccomp, _cli_status, _cli_userns
 from ._cli_ops import add_filesystem_options, check_modifiers, filesystem
+from ._hold import read_to_end
 from ._mounts import operations
 from ._names import DEFAULT_NEW
 from ._spec import Sandbox
@@ -132,14 +133,11 @@ class _RunParser(argparse.ArgumentParser):
         if not text.isdigit():
             self.error(f"Invalid fd: {text}")
         fd = int(text)
-        chunks: list[bytes] = []
         try:
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
+            data = read_to_end(fd)
             os.close(fd)
         except OSError as exc:
             self.error(f"Can't read --args data: {exc.strerror}")
-        data = b"".join(chunks)
         if data.endswith(b"\0"):
             data = data[:-1]
         return [os.fsdecode(word) for word in data.split(b"\0")] if data else []

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ._fsops import DEFAULT_MODES, FD_KINDS, MAX_MODE, FsOp
+from ._hold import read_to_end
 
 #: bwrap's limit on --size (half the address space)
 _MAX_SIZE = (1 << 63) - 1
@@ -144,17 +145,15 @@ def _fd_number(parser: argparse.ArgumentParser, text: str) -> int:
 def _read_fd(parser: argparse.ArgumentParser, option: str, text: str, dest: str) -> bytes:
     """All of file descriptor ``text``, which is then closed (as bwrap does) unless it is 0-2."""
     fd = _fd_number(parser, text)
-    chunks: list[bytes] = []
     try:
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
+        data = read_to_end(fd)
     except OSError as exc:
         parser.error(f"Can't read data for {option} {dest} from fd {fd}: {exc.strerror}")
     if fd > 2:
         # The standard ones stay open (read to their end): closing one would let the
         # next descriptor opened take its number and reach the command in its place.
         os.close(fd)
-    return b"".join(chunks)
+    return data
 
 
 def check_modifiers(

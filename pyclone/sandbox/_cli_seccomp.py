@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from ._cli_errors import LOG_WARNING, diagnostic, die
+from ._hold import read_to_end
 from ._seccomp import INSTRUCTION, check_program
 
 
@@ -92,14 +93,11 @@ def _read_program(parser: argparse.ArgumentParser, text: str) -> bytes:
     if not (text.isascii() and text.isdigit()):
         die(parser, f"Invalid fd: {text}")
     fd = int(text)
-    chunks: list[bytes] = []
     try:
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
+        data = read_to_end(fd)
         os.close(fd)
     except OSError as exc:
         die(parser, f"Can't read seccomp data: {exc.strerror}")
-    data = b"".join(chunks)
     if len(data) % INSTRUCTION:
         die(parser, f"Invalid seccomp data, must be multiple of {INSTRUCTION}")
     return data

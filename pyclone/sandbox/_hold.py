@@ -71,6 +71,14 @@ def after_fork(sb: Description, locks: list[int]) -> None:
             os._exit(128 + signal.SIGKILL)
 
 
+def read_to_end(fd: int) -> bytes:
+    """All that descriptor ``fd`` holds, read until EOF (it stays open)."""
+    chunks: list[bytes] = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def close_except(keep: set[int]) -> None:
     """Close every descriptor but those in ``keep``."""
     low = 0
