@@ -10,16 +10,10 @@ Importing the package loads only what those need.  The tools built on top
 :func:`shared_resources`) load on first use, as the ``_LAZY`` table says.
 """
 
-from __future__ import annotations
-
-import importlib
+# No ``from __future__`` and no typing here: ``import pyclone`` should cost no
+# more than the C module (mypy reads TYPE_CHECKING by its name).
 import sys
-import types
-from typing import TYPE_CHECKING
 
-from . import actions
-from . import errors as _errors  # installs the error hook
-from ._clone_api import clone
 from ._pyclone import (
     CLONE_CHILD_CLEARTID,
     CLONE_CHILD_SETTID,
@@ -51,53 +45,93 @@ from ._pyclone import (
     CSIGNAL,
     kcmp,
 )
-from .actions import ActionError
-from .borrowed import abandoned_thread_states, child_exec, child_exit
-from .cgroup import Cgroup, CgroupUnavailable
-from .clone3_api import CloneArgumentError, clone3
-from .errors import ChildError, TimeoutExpired, UnsupportedFlags
-from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
-from .pidfd import pidfd_exit_status, pidfd_send_signal
-from .task import Task, spawn_task
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from . import actions
+    from ._clone_api import clone
+    from .actions import ActionError
+    from .borrowed import abandoned_thread_states, child_exec, child_exit
+    from .cgroup import Cgroup, CgroupUnavailable
+    from .clone3_api import CloneArgumentError, clone3
+    from .errors import ChildError, TimeoutExpired, UnsupportedFlags
+    from .flags import FORK_FLAGS, PTHREAD_FLAGS, CloneFlag, flag_names
+    from .pidfd import pidfd_exit_status, pidfd_send_signal
     from .probe import probe
     from .rules import explain, predict_errno, refused
     from .sandbox import Sandbox, SandboxError
     from .sharing import shared_resources
-
-del _errors
+    from .task import Task, spawn_task
+else:
+    ModuleType = type(sys)  # types.ModuleType, without importing types
 
 #: The public names imported on first use (PEP 562), each with the submodule that
 #: defines it.  ``tests/test_layering.py`` reads this table as the package's lazy
 #: imports, so they are checked like any other edge.
-_LAZY: dict[str, str] = {
+_LAZY = {
+    "ActionError": "actions",
+    "Cgroup": "cgroup",
+    "CgroupUnavailable": "cgroup",
+    "ChildError": "errors",
+    "CloneArgumentError": "clone3_api",
+    "CloneFlag": "flags",
+    "FORK_FLAGS": "flags",
+    "PTHREAD_FLAGS": "flags",
     "Sandbox": "sandbox",
     "SandboxError": "sandbox",
+    "Task": "task",
+    "TimeoutExpired": "errors",
+    "UnsupportedFlags": "errors",
+    "abandoned_thread_states": "borrowed",
+    "child_exec": "borrowed",
+    "child_exit": "borrowed",
+    "clone": "_clone_api",
+    "clone3": "clone3_api",
     "explain": "rules",
+    "flag_names": "flags",
+    "pidfd_exit_status": "pidfd",
+    "pidfd_send_signal": "pidfd",
     "predict_errno": "rules",
     "probe": "probe",
     "refused": "rules",
     "shared_resources": "sharing",
+    "spawn_task": "task",
 }
+
+#: Public submodules read as attributes of the package (``pyclone.actions.exit``).
+_SUBMODULES = frozenset({"actions"})
+
+#: What the first lazy name loads, whichever it is: the core API, with what a
+#: task needs (the error hook, the result transport, the reaper), so that no
+#: child has to import anything later.
+_CORE = ("actions", "borrowed", "cgroup", "_clone_api", "clone3_api", "pidfd", "task")
 
 
 def _lazy_attribute(name: str) -> object:
     """The public name ``name``, importing its submodule the first time (``__getattr__``)."""
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value: object = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    if name in _SUBMODULES:
+        module = name
+    else:
+        try:
+            module = _LAZY[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    for core in _CORE:
+        __import__(f"{__name__}.{core}")
+    __import__(f"{__name__}.{module}")
+    loaded = sys.modules[f"{__name__}.{module}"]
+    value: object = loaded if name in _SUBMODULES else getattr(loaded, name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
 
 
-class _Package(types.ModuleType):
+class _Package(ModuleType):
     """The package's module type: ``pyclone.probe`` stays the function.
 
     Importing a submodule binds it on its package, so a first ``import

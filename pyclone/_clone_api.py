@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _pyclone
+from . import errors as _errors  # noqa: F401  (installs the error hook the C call uses)
 from ._exitsig import check_exit_signal
 from .actions import Action, signal_steps
 from .flags import check_flags

@@ -7,7 +7,6 @@ import subprocess
 
 from . import _pyclone
 from .flags import flag_names
-from .rules import rule_for_errno  # now, not at the first refusal: see clone_error
 
 __all__ = ["ChildError", "TimeoutExpired", "UnsupportedFlags"]
 
@@ -88,15 +87,21 @@ def clone_error(err: int, flags: int, api: str, exit_signal: int) -> OSError:
 
     The message names the flags and, where the rule model
     (:mod:`pyclone.rules`) knows it, the kernel rule that failed.  The
-    model is imported with this module: a refusal may come where no import
-    can work any more (no descriptor left, a uid that cannot read the
-    installed package, a new root).
+    model is imported at the first refusal, not with the package (it is
+    about half of what ``import pyclone`` would cost).  A refusal can come
+    where no import works any more (no descriptor left, a uid that cannot
+    read the installed package, a new root): the OSError is then the same,
+    errno and flags included, only without the rule's name.
     """
     if api == "clone":
         spelled = flag_names(flags, api="clone")
     else:
         spelled = flag_names(flags, api="clone3") + f", exit_signal={exit_signal}"
     message = f"{api}({spelled}): {os.strerror(err)}"
+    try:
+        from .rules import rule_for_errno  # lazy: half the cost of import pyclone
+    except Exception:  # an ImportError, or OSError(EMFILE) from the finder
+        return OSError(err, message)
     rule = rule_for_errno(err, flags, api=api, exit_signal=exit_signal)
     if rule:
         message += f": {rule}"

@@ -1,4 +1,4 @@
-"""What ``import pyclone`` and the command line load: the core at once, the rest on first use.
+"""What ``import pyclone`` and the command line load: the C module at once, the rest on first use.
 
 Each check starts a fresh interpreter with ``-I -S`` (no site, no
 environment variables, no user directory: only the interpreter's own
@@ -25,7 +25,7 @@ from pyclone import cli
 #: The directory the pyclone under test is imported from (the checkout, for an editable install).
 PATH_ENTRY = str(Path(pyclone.__file__).resolve().parent.parent)
 
-#: The standard-library modules ``import pyclone`` may load beyond start-up, on any of
+#: The standard-library modules the core may load beyond start-up, on any of
 #: 3.10-3.15 (each loads a subset: later versions import fewer modules, or other names).
 STDLIB_ALLOWED = frozenset(
     {
@@ -118,25 +118,15 @@ STDLIB_ALLOWED = frozenset(
         "io",
         "codecs",
         "itertools",
-        # cgroup: Hierarchy is a dataclass, and spawn_task's annotations name Cgroup
-        # (typing.get_type_hints must resolve them), so cgroup loads with the core
-        "dataclasses",
-        "inspect",
+        # 3.14's typing: annotationlib, which loads ast
         "annotationlib",
         "ast",
         "_ast",
-        "dis",
-        "opcode",
-        "_opcode",
-        "_opcode_metadata",
-        "copy",
-        "string",
-        "_string",
         "_thread",
     }
 )
 
-#: What ``import pyclone`` must never load: each is heavy and needed only by a tool
+#: What loading the core must never load: each is heavy and needed only by a tool
 #: built on top, or by one method (``Task.wait_async`` imports asyncio).
 NEVER_AT_IMPORT = frozenset(
     {
@@ -144,6 +134,8 @@ NEVER_AT_IMPORT = frozenset(
         "asyncio",
         "concurrent.futures",
         "ctypes",
+        "dataclasses",
+        "inspect",
         "hypothesis",
         "json",
         "logging",
@@ -154,6 +146,7 @@ NEVER_AT_IMPORT = frozenset(
         "pyclone.cli",
         "pyclone.demo",
         "pyclone.probe",
+        "pyclone.rules",
         "pyclone.sandbox",
         "pyclone.sharing",
         "pyclone.strategies",
@@ -161,7 +154,8 @@ NEVER_AT_IMPORT = frozenset(
     }
 )
 
-#: The pyclone modules ``import pyclone`` loads: the core API and what it is made of.
+#: The pyclone modules the first read of a core name (``pyclone.spawn_task``,
+#: ``pyclone.CloneFlag``...) loads: the core API and what it is made of.
 CORE = frozenset(
     {
         "pyclone",
@@ -184,17 +178,6 @@ CORE = frozenset(
         "pyclone.errors",
         "pyclone.flags",
         "pyclone.pidfd",
-        # the error hook words the kernel's refusals with the rule model, which must
-        # be loaded before a refusal that may leave no way to import it
-        "pyclone.rules",
-        "pyclone.rules._caller",
-        "pyclone.rules._effects",
-        "pyclone.rules._evaluate",
-        "pyclone.rules._model",
-        "pyclone.rules._parse",
-        "pyclone.rules._refused",
-        "pyclone.rules._request",
-        "pyclone.rules._tables",
         "pyclone.spec",
         "pyclone.task",
     }
@@ -230,8 +213,14 @@ def _allowed(name: str) -> bool:
     return name in STDLIB_ALLOWED or name.startswith("encodings.")
 
 
-def test_import_pyclone_loads_the_core_and_allowlisted_stdlib_only() -> None:
-    loaded = _loaded_by("import pyclone")
+def test_import_pyclone_loads_the_c_module_and_nothing_else() -> None:
+    """The bare import is the C module (the CLONE_* constants, kcmp): no stdlib module at all."""
+    assert _loaded_by("import pyclone") == {"pyclone", "pyclone._pyclone"}
+
+
+@pytest.mark.parametrize("name", ["spawn_task", "CloneFlag", "clone", "ChildError", "actions"])
+def test_the_first_core_name_loads_the_core_and_allowlisted_stdlib_only(name: str) -> None:
+    loaded = _loaded_by(f"import pyclone; pyclone.{name}")
     ours = {name for name in loaded if name.partition(".")[0] == "pyclone"}
     assert ours == CORE
     others = loaded - ours
@@ -280,23 +269,40 @@ def test_probe_stays_the_function_when_its_module_is_imported_first() -> None:
     )
 
 
-def test_a_refusal_is_worded_where_nothing_can_be_imported_any_more() -> None:
-    """The kernel refuses CLONE_SIGHAND without CLONE_VM; the hook names the rule with no import.
-
-    A refusal may come where imports fail (no descriptor left, a uid that cannot
-    read the installed package, a new root): the error must still be the OSError.
-    """
+def test_the_first_refusal_loads_the_rule_model_and_names_the_rule() -> None:
+    """The kernel refuses CLONE_SIGHAND without CLONE_VM; the hook imports the model then."""
     _loaded_by(
         "import pyclone\n"
         "from pyclone import actions\n"
+        "assert 'pyclone.rules' not in sys.modules\n"
+        "try:\n"
+        "    pyclone.clone(actions.exit(0), pyclone.CLONE_SIGHAND)\n"
+        "except OSError as exc:\n"
+        "    assert exc.errno == 22, exc\n"
+        "    assert str(exc).endswith('Invalid argument: CLONE_SIGHAND requires CLONE_VM'), exc\n"
+        "else:\n"
+        "    raise AssertionError('the kernel accepted CLONE_SIGHAND without CLONE_VM')\n"
+        "assert 'pyclone.rules' in sys.modules\n"
+    )
+
+
+def test_a_refusal_is_still_the_oserror_where_nothing_can_be_imported_any_more() -> None:
+    """A refusal may come where imports fail (no descriptor left, a uid that cannot
+    read the installed package, a new root): it is the same OSError, without the rule.
+    """
+    _loaded_by(
+        "import pyclone\n"
+        "from pyclone import actions, clone\n"
         "sys.meta_path[:] = []\n"
         "sys.path_importer_cache.clear()\n"
         "try:\n"
         "    pyclone.clone(actions.exit(0), pyclone.CLONE_SIGHAND)\n"
         "except OSError as exc:\n"
-        "    assert exc.errno == 22 and 'CLONE_SIGHAND requires CLONE_VM' in str(exc), exc\n"
+        "    assert exc.errno == 22, exc\n"
+        "    assert str(exc) == '[Errno 22] clone(CLONE_SIGHAND): Invalid argument', exc\n"
         "else:\n"
         "    raise AssertionError('the kernel accepted CLONE_SIGHAND without CLONE_VM')\n"
+        "assert 'pyclone.rules' not in sys.modules\n"
     )
 
 
