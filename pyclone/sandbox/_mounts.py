@@ -328,6 +328,8 @@ def _mount_flags(path: str) -> int:
 
 def _unescape(field: str) -> str:
     """Undo mountinfo's octal escapes (space, tab, newline, backslash)."""
+    if "\\" not in field:
+        return field
     out = []
     i = 0
     while i < len(field):
@@ -373,21 +375,25 @@ def _submounts(where: str, mountinfo: str) -> list[str]:
     """
     fd = os.open(where, os.O_PATH | os.O_CLOEXEC)
     try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            return []  # a mount on a file has nothing below it: only over it, on top
         with open(os.path.join(os.path.dirname(mountinfo), "fdinfo", str(fd))) as f:
             top = next(line.split()[1] for line in f if line.startswith("mnt_id:"))
     finally:
         os.close(fd)
+    # Only the ids and mount points are needed: the rest of a line is not split,
+    # nor is a point unescaped unless it is below this mount.
     children: dict[str, list[tuple[str, str]]] = {}
     with open(mountinfo) as f:
         for line in f:
-            fields = line.split()
-            children.setdefault(fields[1], []).append((fields[0], _unescape(fields[4])))
+            mount_id, parent, _, _, point, _ = line.split(" ", 5)
+            children.setdefault(parent, []).append((mount_id, point))
     out: list[str] = []
     todo = [top]
     while todo:
         for mount_id, point in children.get(todo.pop(0), []):
             if mount_id != top:
-                out.append(point)
+                out.append(_unescape(point))
                 todo.append(mount_id)
     return out
 
