@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 from . import _pyclone
 from .flags import flag_names
@@ -82,24 +83,32 @@ def _rebuild_child_error(
     )
 
 
+_RULES = f"{__package__}.rules"
+
+
 def clone_error(err: int, flags: int, api: str, exit_signal: int) -> OSError:
     """Build the OSError for a clone the kernel rejected (installed as the C error hook).
 
     The message names the flags and, where the rule model
     (:mod:`pyclone.rules`) knows it, the kernel rule that failed.  The
-    model is imported at the first refusal, not with the package (it is
-    about half of what ``import pyclone`` would cost).  A refusal can come
-    where no import works any more (no descriptor left, a uid that cannot
-    read the installed package, a new root): the OSError is then the same,
-    errno and flags included, only without the rule's name.
+    model is imported at the first refusal, not with the core (it would
+    add about 15 ms, with dataclasses and inspect, to every program that
+    launches a task).  Where no import works any more (no descriptor left,
+    a uid that cannot read the installed package, a new root) or none
+    should run (a child on the borrowed interpreter), the OSError is the
+    same, errno and flags included, only without the rule's name.
     """
     if api == "clone":
         spelled = flag_names(flags, api="clone")
     else:
         spelled = flag_names(flags, api="clone3") + f", exit_signal={exit_signal}"
     message = f"{api}({spelled}): {os.strerror(err)}"
+    if _RULES not in sys.modules and _pyclone._child_kind() == "vm":
+        # A child on the borrowed interpreter imports nothing: the import would
+        # run on the suspended caller's memory, modules and import locks.
+        return OSError(err, message)
     try:
-        from .rules import rule_for_errno  # lazy: half the cost of import pyclone
+        from .rules import rule_for_errno  # lazy: 15 ms that most programs never need
     except Exception:  # an ImportError, or OSError(EMFILE) from the finder
         return OSError(err, message)
     rule = rule_for_errno(err, flags, api=api, exit_signal=exit_signal)

@@ -306,6 +306,25 @@ def test_a_refusal_is_still_the_oserror_where_nothing_can_be_imported_any_more()
     )
 
 
+def test_a_refusal_in_a_borrowed_child_imports_nothing() -> None:
+    """A child on the borrowed interpreter runs on the caller's memory: no import there."""
+    _loaded_by(
+        "import pyclone\n"
+        "from pyclone import actions, clone, spawn_task\n"
+        "def refused():\n"
+        "    try:\n"
+        "        clone(actions.exit(0), pyclone.CLONE_SIGHAND)\n"
+        "    except OSError as exc:\n"
+        "        return exc.errno, str(exc), 'pyclone.rules' in sys.modules\n"
+        "got = spawn_task(refused, share='vfork').result(timeout=60)\n"
+        "assert got == (22, '[Errno 22] clone(CLONE_SIGHAND): Invalid argument', False), got\n"
+        "assert 'pyclone.rules' not in sys.modules\n"
+        "import pyclone.rules\n"
+        "got = spawn_task(refused, share='vfork').result(timeout=60)\n"
+        "assert got[2] and got[1].endswith('CLONE_SIGHAND requires CLONE_VM'), got\n"
+    )
+
+
 def test_asyncio_loads_when_a_task_is_awaited_or_its_hints_are_read() -> None:
     """``Task`` names asyncio through a stand-in: annotations resolve, ``wait_async`` works."""
     _loaded_by(
