@@ -123,3 +123,16 @@ def test_goal_table_only_with_goals_and_documented() -> None:
     helptext = _bench("--help")
     assert helptext.returncode == 0
     assert "--goals" in helptext.stdout and "goal table" in helptext.stdout
+
+
+def test_a_goal_with_a_floor_prints_the_floors_ratio() -> None:
+    """G6 runs a whole interpreter: ``python -c pass`` over bwrap bounds what it can reach."""
+    run = _fake_run(
+        {"pyclone_run_cli": {0: 900.0}, "bwrap_cli": {0: 100.0}, "python_pass": {0: 400.0}}, {}
+    )
+    results = {r.goal.key: r for r in bench.evaluate_goals(run)}
+    assert results["G6"].worst == pytest.approx(9.0)
+    assert results["G6"].note == "(its floor python_pass alone is x4.00)"
+    assert "(its floor python_pass alone is x4.00)" in bench.format_goals([results["G6"]], 0)
+    unmeasured = _fake_run({"pyclone_run_cli": {0: 900.0}, "bwrap_cli": {0: 100.0}}, {})
+    assert {r.goal.key: r for r in bench.evaluate_goals(unmeasured)}["G6"].note == ""
