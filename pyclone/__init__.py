@@ -5,9 +5,11 @@ the new task shares with its creator.  :func:`spawn_task` gives a
 Popen-like :class:`Task`; :func:`clone` and :func:`clone3` are the system
 calls themselves.
 
-Importing the package loads only what those need.  The tools built on top
-(:class:`Sandbox`, :func:`explain` and the rule model, :func:`probe`,
-:func:`shared_resources`) load on first use, as the ``_LAZY`` table says.
+Importing the package loads only the C module (the ``CLONE_*`` constants,
+:func:`kcmp`).  The first other public name read loads the core, whatever
+it is; the tools built on top (:class:`Sandbox`, :func:`explain` and the
+rule model, :func:`probe`, :func:`shared_resources`) load on first use, as
+the ``_LAZY`` table says.
 """
 
 # No ``from __future__`` and no typing here: ``import pyclone`` should cost no

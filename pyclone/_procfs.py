@@ -1,4 +1,5 @@
-"""Writing the kernel's control files (/proc, /sys/fs/cgroup) with errors that name them."""
+"""The kernel's files: writing control files (/proc, /sys/fs/cgroup) with errors that
+name them, and reading mountinfo's escaped fields."""
 
 from __future__ import annotations
 
@@ -17,3 +18,10 @@ def write_file(path: str, text: str) -> None:
         raise OSError(exc.errno, f"writing {text.strip()!r} to {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
+
+
+def unescape_mountinfo(field: str) -> str:
+    """Undo the octal escapes of a /proc/PID/mountinfo field (``\\040`` for a space)."""
+    if "\\" not in field:
+        return field
+    return field.encode().decode("unicode_escape").encode("latin-1").decode()

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import NamedTuple, TypeAlias
 
 from . import _pyclone
-from ._procfs import write_file
+from ._procfs import unescape_mountinfo, write_file
 
 __all__ = ["Cgroup", "CgroupUnavailable", "Hierarchy", "hierarchies"]
 
@@ -79,13 +79,6 @@ class Hierarchy(NamedTuple):
         return os.access(self.base, os.W_OK | os.X_OK)
 
 
-def _unescape(field: str) -> str:
-    """Undo mountinfo's octal escapes (``\\040`` for a space)."""
-    if "\\" not in field:
-        return field
-    return field.encode().decode("unicode_escape").encode("latin-1").decode()
-
-
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -115,7 +108,7 @@ def hierarchies(
         fields, tail = pre.split(), post.split()
         if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
             continue
-        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        root, mountpoint = unescape_mountinfo(fields[3]), unescape_mountinfo(fields[4])
         options = frozenset(tail[2].split(","))
         version = 2 if tail[0] == "cgroup2" else 1
         for ctrls, path in memberships:

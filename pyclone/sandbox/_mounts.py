@@ -15,6 +15,7 @@ import os
 import stat
 
 from .. import _pyclone
+from .._procfs import unescape_mountinfo
 from ._description import Description
 from ._fsops import (
     ALL_BIND_KINDS,
@@ -326,22 +327,6 @@ def _mount_flags(path: str) -> int:
     return out
 
 
-def _unescape(field: str) -> str:
-    """Undo mountinfo's octal escapes (space, tab, newline, backslash)."""
-    if "\\" not in field:
-        return field
-    out = []
-    i = 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit() and len(field[i + 1 : i + 4]) == 3:
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def _restrict(where: str, mountinfo: str, *, readonly: bool, devices: bool) -> None:
     """Make a bind mount and its submounts nosuid (nodev, read-only), keeping their locked flags.
 
@@ -393,7 +378,7 @@ def _submounts(where: str, mountinfo: str) -> list[str]:
     while todo:
         for mount_id, point in children.get(todo.pop(0), []):
             if mount_id != top:
-                out.append(_unescape(point))
+                out.append(unescape_mountinfo(point))
                 todo.append(mount_id)
     return out
 
