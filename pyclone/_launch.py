@@ -274,8 +274,8 @@ def _spawn_action(action: Action, flags: CloneFlag, exit_signal: int, stack_size
     if _active:
         _cleanup()
     if bits & _THREAD:
-        pid, pidfd, run = _start_action(action, flags, exit_signal, stack_size, None)
-        return _action_task(pid, flags, exit_signal, pidfd, run)
+        pid, _, run = _start_action(action, flags, 0, stack_size, None)
+        return Task._thread(pid, flags if type(flags) is CloneFlag else CloneFlag(flags), run)
     mask = hold_signals()
     try:
         pid, pidfd, run = _start_action(action, flags, exit_signal, stack_size, mask)

@@ -24,6 +24,9 @@ from ._fd import Fd
 from .pidfd import pidfd_exit_status, pidfd_info_available, pidfd_reaped
 
 _WALL: int = _pyclone.WALL
+_CANCELLED: int = _pyclone._act_cancelled
+_EXITED: int = _pyclone._act_exited
+_FAILED: int = _pyclone._act_failed
 
 
 class _Reapable(Protocol):
@@ -105,9 +108,14 @@ def _cleanup() -> None:
 def action_exit_code(run: _pyclone._action_run) -> int | None:
     """The exit code an action stored in its report page before SYS_exit."""
     state, code, _, _ = run.outcome()
-    if state == _pyclone._act_cancelled:
+    return reported_code(state, code)
+
+
+def reported_code(state: int, code: int) -> int | None:
+    """The returncode of an action's report: its ``state`` and ``exit_code``."""
+    if state == _CANCELLED:
         return -(code - 128)  # cancelled by kill()/terminate(): like a signal
-    if state in (_pyclone._act_exited, _pyclone._act_failed):
+    if state in (_EXITED, _FAILED):
         return code
     return None  # it exec'd, or was killed before it could say
 

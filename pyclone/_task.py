@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from . import _pyclone
+from . import _pyclone, _task_async
 from ._checks import check_timeout
 from ._fd import Fd, close_all
 from ._lazy import asyncio  # the real asyncio (with ssl, sockets) loads when a task is awaited
@@ -24,7 +24,7 @@ from ._reaper import (
     collect_pid,
     collect_pidfd,
     parent_status,
-    parent_status_now,
+    reported_code,
 )
 from ._transport import frame_complete, piped_result, shared_result
 from .errors import TimeoutExpired
@@ -38,6 +38,8 @@ _WALL: int = _pyclone.WALL
 # Python code in enum.py (microseconds per operation).
 _THREAD = int(CloneFlag.THREAD)
 _PARENT = int(CloneFlag.PARENT)
+_getpid = os.getpid
+_native_id = threading.get_native_id
 
 
 if TYPE_CHECKING:
@@ -77,25 +79,20 @@ class Task(Generic[T]):
     Tasks are made by :func:`pyclone.spawn_task`; the class cannot be instantiated directly.
     """
 
-    # Slots: one Task per launch, and slot stores are cheaper than a dict's;
-    # ``__dict__`` stays for attributes callers add (pyclone.sandbox tags tasks).
+    # Slots: one Task per launch, and slot stores are cheaper than a dict's.
+    # What most launches leave at its default is a class attribute instead,
+    # so a launch stores only what it sets (a thread's spawn+join is timed
+    # against pthread_create); ``__dict__`` holds those when set, and the
+    # attributes callers add (pyclone.sandbox tags tasks).
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_action_error",
-        "_async_wait",
-        "_async_waiters",
-        "_buffer",
+        "_buffer",  # only with a result pipe: read only while there is one
         "_creator_tid",
-        "_has_result",
-        "_is_action",
         "_is_thread",
-        "_kept_fds",
         "_pidfd",
         "_remains",
-        "_result_fd",
         "_run",
-        "_shared_outcome",
         "ended",
         "exit_signal",
         "flags",
@@ -112,18 +109,22 @@ class Task(Generic[T]):
     ended: bool
     _pidfd: Fd | None
     _remains: TaskRemains | None  # until collected: see TaskRemains
-    _result_fd: Fd | None
-    _kept_fds: list[Fd]
     _buffer: bytearray
-    _has_result: bool
-    _async_wait: asyncio.Task[None] | None
-    _async_waiters: int
+    # An action task: its stack and report page (see pyclone.actions).
+    # A thread cannot be waited for with waitid: it is joined through
+    # the CLONE_CHILD_CLEARTID word in that page instead.
     _run: _pyclone._action_run | None
-    _is_action: bool
     _is_thread: bool
-    _action_error: OSError | None
     _creator_tid: int
-    _shared_outcome: list[tuple[Any, ...]] | None
+    _result_fd: Fd | None = None
+    _kept_fds: list[Fd] | None = None
+    _has_result: bool = False
+    _async_wait: asyncio.Task[None] | None = None
+    _async_waiters: int = 0
+    _is_action: bool = False
+    _action_error: OSError | None = None
+    # CLONE_VM children write their outcome straight into this list
+    _shared_outcome: list[tuple[Any, ...]] | None = None
 
     def __init__(self) -> None:
         raise TypeError("Task objects are made by pyclone.spawn_task(), not directly")
@@ -149,25 +150,41 @@ class Task(Generic[T]):
         self.tgid = os.getpid() if int(flags) & _THREAD else pid
         self._pidfd = pidfd
         self.returncode = None
-        self._result_fd = result_fd
-        self._kept_fds = list(kept_fds) if kept_fds else []
-        self._buffer = bytearray()
-        self._has_result = result_fd is not None or shared_outcome is not None
-        self._async_wait = None
-        self._async_waiters = 0
-        # An action task: its stack and report page (see pyclone.actions).
-        # A thread cannot be waited for with waitid: it is joined through
-        # the CLONE_CHILD_CLEARTID word in that page instead.
+        if result_fd is not None:
+            self._result_fd = result_fd
+            self._buffer = bytearray()
+        if kept_fds:
+            self._kept_fds = list(kept_fds)
+        if shared_outcome is not None:
+            self._shared_outcome = shared_outcome
+        if result_fd is not None or shared_outcome is not None:
+            self._has_result = True
         self._run = run
-        self._is_action = run is not None
+        if run is not None:
+            self._is_action = True
         self._is_thread = run is not None and self.tgid != pid
-        self._action_error = None
         self._creator_tid = threading.get_native_id()
-        # CLONE_VM children write their outcome straight into this list
-        self._shared_outcome = shared_outcome
         mine = not int(flags) & (_THREAD | _PARENT)  # a child pyclone reaps itself
         self._remains = TaskRemains(self, pidfd) if mine and pidfd is not None else None
         self.ended = False  # last: __del__ treats a Task without it as never made
+        return self
+
+    @classmethod
+    def _thread(cls, pid: int, flags: CloneFlag, run: _pyclone._action_run) -> Task:
+        """:meth:`_create` of a CLONE_THREAD action task: no descriptor, no result, no reaper."""
+        self = cls.__new__(cls)
+        self.pid = pid
+        self.flags = flags
+        self.exit_signal = 0
+        self.tgid = _getpid()
+        self._pidfd = None
+        self.returncode = None
+        self._run = run
+        self._is_action = True
+        self._is_thread = True
+        self._creator_tid = _native_id()
+        self._remains = None
+        self.ended = False
         return self
 
     @property
@@ -202,6 +219,9 @@ class Task(Generic[T]):
         parent, not by pyclone: its status can be read once that parent
         has reaped it, so this waits for that too.
         """
+        if timeout is None and self._is_thread and not self.ended:
+            self._join()  # the common thread wait, in as few calls as it takes
+            return self.returncode
         check_timeout(timeout)
         if not self.ended and not self._wait(timeout):
             raise TimeoutExpired(self.pid, timeout if timeout is not None else 0.0)
@@ -237,6 +257,15 @@ class Task(Generic[T]):
         self._finish(code)
         return True
 
+    def _join(self) -> None:
+        """Wait for a thread task with no time limit: :meth:`_wait`, in two C calls."""
+        run = self._run
+        assert run is not None
+        state, code, error = run.collect()  # if a handler raises, nothing has changed
+        self.returncode = reported_code(state, code)
+        self.ended = True
+        self._finish_action(run, error)
+
     def _finish(self, code: int | None) -> None:
         if code is None and self._run is not None:
             code = action_exit_code(self._run)  # e.g. CLONE_PARENT: reaped elsewhere
@@ -245,12 +274,11 @@ class Task(Generic[T]):
         # Collected, result in memory: a finished Task kept in a list holds no fd
         self._release_fds()
         if self._run is not None:
-            self._finish_action(self._run)
+            self._finish_action(self._run, self._run.error())
 
-    def _finish_action(self, run: _pyclone._action_run) -> None:
-        """Give back the action's stack and page; raise the failed step's error."""
+    def _finish_action(self, run: _pyclone._action_run, error: OSError | None) -> None:
+        """Give back the action's stack and page; raise the failed step's ``error``."""
         self._run = None
-        error = run.error()
         run.release()
         if error is not None:
             self._action_error = error
@@ -293,71 +321,7 @@ class Task(Generic[T]):
         ``asyncio.timeout``) for a time limit.  A task without a pidfd
         (kernels before 5.3) is polled with a growing interval.
         """
-        if self.ended:
-            return self.returncode
-        loop = asyncio.get_running_loop()
-        if self.pidfd is None:
-            delay = 0.001
-            while not self.ended:
-                self._wait(0.0)
-                if not self.ended:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-            return self.returncode
-        watch = self._async_wait
-        if watch is None or watch.get_loop() is not loop:
-            watch = self._async_wait = loop.create_task(self._watch(loop))
-        self._async_waiters += 1
-        try:
-            await asyncio.shield(watch)
-        finally:
-            self._async_waiters -= 1
-            if self._async_waiters == 0 and not watch.done():
-                watch.cancel()  # the last waiter gave up: stop watching
-                self._async_wait = None
-        return self.returncode
-
-    async def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        pidfd = self.pidfd
-        assert pidfd is not None
-        exited: asyncio.Future[None] = loop.create_future()
-        result_fd = self._result_number()
-
-        def on_exit() -> None:
-            if not exited.done():
-                exited.set_result(None)
-
-        def on_result() -> None:
-            assert result_fd is not None
-            try:
-                data = os.read(result_fd, 1 << 16)
-            except BlockingIOError:
-                return
-            self._buffer += data
-            if not data or frame_complete(self._buffer):
-                loop.remove_reader(result_fd)
-
-        loop.add_reader(pidfd, on_exit)
-        if result_fd is not None:
-            os.set_blocking(result_fd, False)
-            loop.add_reader(result_fd, on_result)
-        try:
-            await exited
-        finally:
-            loop.remove_reader(pidfd)
-            if result_fd is not None:
-                loop.remove_reader(result_fd)
-        self._drain_result()
-        known, code = (False, None)
-        if not int(self.flags) & _PARENT:
-            known, code = collect_pidfd(pidfd)  # the task is a zombie: this does not block
-        delay = 0.001
-        while not known:  # someone else reaps it: wait for that, then read the status
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-            known, code = parent_status_now(pidfd)
-        if not self.ended:
-            self._finish(code)
+        return await _task_async.wait_async(self)
 
     async def __aenter__(self) -> Task[T]:
         return self
@@ -419,7 +383,8 @@ class Task(Generic[T]):
         """Close every descriptor this Task owns; each owner closes its own once."""
         self._remains = None  # collected, or closing: nothing left for the reaper
         self._close_result_fd()
-        close_all(self._kept_fds)
+        if self._kept_fds:
+            close_all(self._kept_fds)
         owner = self._pidfd
         if owner is not None:
             self._pidfd = None

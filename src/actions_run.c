@@ -128,16 +128,32 @@ wait_thread_released(pid_t tid)
     Py_END_ALLOW_THREADS
 }
 
+/* The join of join() and collect(): 1 joined, 0 timed out, -1 with an
+ * exception (a signal handler raised; nothing changed). */
+static int
+run_join_impl(RunObject *self, long long ns, const char *what)
+{
+    if (self->page == NULL || !(self->flags & F_VM)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() needs a CLONE_VM task that was not released", what);
+        return -1;
+    }
+    int tid = ACT_LOAD(self->page->tid);
+    int r = act_join(self->page, ns);
+    if (r == 1) {
+        if ((self->flags & F_THREAD) && tid > 0) {
+            wait_thread_released(tid);
+        }
+        pyclone_act_reclaim();
+    }
+    return r;
+}
+
 static PyObject *
 run_join(RunObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs > 1) {
         PyErr_SetString(PyExc_TypeError, "join(timeout=None)");
-        return NULL;
-    }
-    if (self->page == NULL || !(self->flags & F_VM)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "join() needs a CLONE_VM task that was not released");
         return NULL;
     }
     long long ns = -1;
@@ -152,18 +168,28 @@ run_join(RunObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         ns = t <= 0 ? 0 : (t > 9e9 ? 9000000000000000000LL : (long long)(t * 1e9));
     }
-    int tid = ACT_LOAD(self->page->tid);
-    int r = act_join(self->page, ns);
+    int r = run_join_impl(self, ns, "join");
     if (r < 0) {
         return NULL;
     }
-    if (r == 1) {
-        if ((self->flags & F_THREAD) && tid > 0) {
-            wait_thread_released(tid);
-        }
-        pyclone_act_reclaim();
-    }
     return PyBool_FromLong(r);
+}
+
+/* join(None), then what outcome() and error() say, in one call: a thread
+ * task's wait.  The run is not released (release() may run the program's
+ * on_end, and the caller marks its Task ended first). */
+static PyObject *
+run_collect(RunObject *self, PyObject *Py_UNUSED(arg))
+{
+    if (run_join_impl(self, -1, "collect") < 0) {
+        return NULL;
+    }
+    PyObject *error = pyclone_run_error(self, NULL);
+    if (error == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(iiN)", ACT_LOAD(self->page->state),
+                         ACT_LOAD(self->page->exit_code), error);
 }
 
 static PyObject *
@@ -246,6 +272,9 @@ static PyMethodDef run_methods[] = {
     {"join", (PyCFunction)(void (*)(void))run_join, METH_FASTCALL,
      "join(timeout=None) -> bool: wait (GIL released) until the kernel "
      "cleared\nthe task's tid word (CLONE_VM tasks: exit or exec)."},
+    {"collect", (PyCFunction)run_collect, METH_NOARGS,
+     "collect() -> (state, exit_code, error): join() without a timeout,\n"
+     "then the state and exit code of outcome() and what error() returns."},
     {"outcome", (PyCFunction)run_outcome, METH_NOARGS,
      "outcome() -> (state, exit_code, step, errno) as the child reported."},
     {"error", (PyCFunction)pyclone_run_error, METH_NOARGS,

@@ -180,6 +180,7 @@ CORE = frozenset(
         "pyclone._pyclone",
         "pyclone._reaper",
         "pyclone._task",
+        "pyclone._task_async",
         "pyclone._transport",
         "pyclone.actions",
         "pyclone.borrowed",
