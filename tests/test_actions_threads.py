@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import signal
@@ -124,3 +125,39 @@ def test_unwaited_thread_task_is_reaped_later(healthy: Health) -> None:
     wait_thread_gone(tid)
     spawn_task(actions.exit(0), share="thread").wait(WAIT)  # runs the deferred cleanup
     assert tid not in [t.pid for t in task_module._active]
+
+
+# -- the untimed wait: one collect() call ----------------------------------------------------
+
+
+def _ended(task: pyclone.Task) -> pyclone.Task:
+    """Join the thread with a time limit first, so the untimed wait after it cannot hang."""
+    assert task._run is not None
+    assert task._run.join(WAIT)
+    return task
+
+
+def test_untimed_wait_of_a_thread_reports_its_code_and_its_failed_step(healthy: Health) -> None:
+    task = _ended(spawn_task(actions.exit(3), share="thread"))
+    assert task.wait() == 3
+    assert task.ended and task.pidfd is None
+    wait_thread_gone(task.pid)
+    failing = _ended(spawn_task(actions.chdir("/nonexistent/pyclone"), share="thread"))
+    with pytest.raises(actions.ActionError) as caught:
+        failing.wait()
+    assert caught.value.errno == errno.ENOENT
+    assert failing.ended and failing.returncode == 127
+    assert failing.wait() == 127  # collected once: the error is not raised again
+    wait_thread_gone(failing.pid)
+
+
+def test_private_collect_joins_reads_and_leaves_the_release(healthy: Health) -> None:
+    pid, _, run = _pyclone._spawn_action(actions.exit(5), int(THREAD), 0, False, True, 0, None)
+    assert run.join(WAIT)
+    state, code, error = run.collect()
+    assert (state, code, error) == (_pyclone._act_exited, 5, None)
+    assert run.outcome()[:2] == (state, code)  # not released: the report is still there
+    run.release()
+    with pytest.raises(ValueError, match=r"collect\(\) needs a CLONE_VM task"):
+        run.collect()
+    wait_thread_gone(pid)
