@@ -1,15 +1,17 @@
 """How a setup step's failure travels from the child to the parent and becomes a SandboxError.
 
-The child sends pickled, length-prefixed records over a close-on-exec status
-pipe; the parent reads them until EOF (the exec or the child's end closes it)
-and raises the first error as :class:`SandboxError`.
+The child sends length-prefixed records over a close-on-exec status pipe;
+the parent reads them until EOF (the exec or the child's end closes it) and
+raises the first error as :class:`SandboxError`.  A record is a few strings,
+integers and Nones in a fixed byte layout, never a pickle: the write end is
+in the sandbox, and unpickling what a process there wrote could run its code
+in the caller.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import struct
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -72,8 +74,80 @@ def parent_step(step: str) -> Iterator[None]:
         ) from exc
 
 
-#: The length prefix of each pickled status record.
+#: The length prefix of each status record, and of each field in it.
 RECORD = struct.Struct("<I")
+
+#: A record's field: a str (UTF-8, surrogates escaped), an int, or None.
+_STR, _INT, _NONE = b"s", b"i", b"n"
+
+#: What a record can hold (step names, errno values, messages, paths).
+Field = str | int | None
+
+
+def encode(record: tuple[Field, ...]) -> bytes:
+    """One record's bytes: each field tagged with its type and length-prefixed."""
+    body = bytearray()
+    for field in record:
+        if field is None:
+            data = _NONE
+        elif isinstance(field, bool) or not isinstance(field, (int, str)):
+            raise TypeError(f"a status field is a str, an int or None, not {type(field).__name__}")
+        elif isinstance(field, int):
+            data = _INT + str(field).encode()
+        else:
+            data = _STR + field.encode("utf-8", "surrogateescape")
+        body += RECORD.pack(len(data)) + data
+    return bytes(body)
+
+
+def decode(body: bytes) -> tuple[Field, ...]:
+    """The fields of one record; ValueError if the bytes are not one :func:`encode` made."""
+    fields: list[Field] = []
+    view = memoryview(body)
+    while view:
+        if len(view) < RECORD.size:
+            raise ValueError("a truncated field header")
+        (size,) = RECORD.unpack_from(view)
+        data = bytes(view[RECORD.size : RECORD.size + size])
+        if len(data) != size or not data:
+            raise ValueError("a truncated field")
+        tag, value = data[:1], data[1:]
+        if tag == _NONE and not value:
+            fields.append(None)
+        elif tag == _INT and value.lstrip(b"-").isdigit():
+            fields.append(int(value))
+        elif tag == _STR:
+            fields.append(value.decode("utf-8", "surrogateescape"))
+        else:
+            raise ValueError(f"an unknown field {data[:16]!r}")
+        view = view[RECORD.size + size :]
+    return tuple(fields)
+
+
+def _records(data: bytes) -> list[tuple[Field, ...]]:
+    """The whole records in ``data`` (a last one cut short is dropped: the writer died)."""
+    records = []
+    view = data
+    while len(view) >= RECORD.size:
+        (size,) = RECORD.unpack_from(view)
+        body = view[RECORD.size : RECORD.size + size]
+        if len(body) < size:
+            break
+        records.append(decode(body))
+        view = view[RECORD.size + size :]
+    return records
+
+
+def _error_of(record: tuple[Field, ...]) -> SandboxError:
+    """The SandboxError an ``error`` record reports; ValueError if it is not one."""
+    if len(record) != 6:
+        raise ValueError(f"an error record of {len(record)} fields")
+    _, step, err, strerror, filename, filename2 = record
+    if not isinstance(step, str) or isinstance(err, str) or not isinstance(strerror, str):
+        raise ValueError("an error record with fields of the wrong types")
+    if isinstance(filename, int) or isinstance(filename2, int):
+        raise ValueError("an error record with a path that is a number")
+    return SandboxError(step, err, strerror, filename, filename2)
 
 
 def await_status(fd: int, task: Task) -> None:
@@ -84,19 +158,17 @@ def await_status(fd: int, task: Task) -> None:
         if not chunk:
             break
         data += chunk
-    records = []
-    view = bytes(data)
-    while len(view) >= RECORD.size:
-        (size,) = RECORD.unpack_from(view)
-        body = view[RECORD.size : RECORD.size + size]
-        if len(body) < size:
-            break
-        records.append(pickle.loads(body))
-        view = view[RECORD.size + size :]
-    errors = [r for r in records if r[0] == "error"]
+    try:
+        records = _records(bytes(data))
+        errors = [_error_of(r) for r in records if r[:1] == ("error",)]
+        if any(r[:1] not in (("ok",), ("error",)) for r in records):
+            raise ValueError("a record of an unknown kind")
+    except ValueError as exc:
+        raise SandboxError(
+            "setup", None, f"the sandbox sent a status report that is not one of pyclone's ({exc})"
+        ) from None
     if errors:
-        _, step, err, strerror, filename, filename2 = errors[0]
-        raise SandboxError(step, err, str(strerror), filename, filename2)
+        raise errors[0]
     if not records:
         code = task.wait()
         raise SandboxError(
@@ -113,9 +185,9 @@ def describe(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def report(fd: int, record: tuple[Any, ...]) -> None:
+def report(fd: int, record: tuple[Field, ...]) -> None:
     """Send one status record from the child."""
-    body = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    body = encode(record)
     os.write(fd, RECORD.pack(len(body)) + body)  # small: one atomic write
 
 
