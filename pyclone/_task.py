@@ -123,6 +123,8 @@ class Task(Generic[T]):
     _async_waiters: int = 0
     _is_action: bool = False
     _action_error: OSError | None = None
+    # the result comes from a sandbox: rebuilt from plain data only (see _transport)
+    _plain_result: bool = False
     # CLONE_VM children write their outcome straight into this list
     _shared_outcome: list[tuple[Any, ...]] | None = None
 
@@ -420,7 +422,9 @@ class Task(Generic[T]):
         self.wait(timeout)
         if self._shared_outcome is not None:
             return cast(T, shared_result(self._shared_outcome, self.pid, self.returncode))
-        return cast(T, piped_result(self._buffer, self.pid, self.returncode))
+        return cast(
+            T, piped_result(self._buffer, self.pid, self.returncode, plain=self._plain_result)
+        )
 
     # -- signals -----------------------------------------------------------
 

@@ -5,11 +5,19 @@ traceback text, summary)`` -- behind an 8-byte length and writes it to a
 pipe; the creator reads the pipe while it waits and unpickles the frame in
 :meth:`pyclone.Task.result`.  A CLONE_VM child shares the creator's memory
 instead and leaves its outcome in a list (:func:`shared_result`).
+
+A sandboxed child is not trusted with the caller's unpickler: whatever runs
+in the sandbox can write to the pipe, and a pickle can name any callable
+for the creator to call.  Its outcome is rebuilt from plain data and builtin
+exceptions only (:func:`plain_loads`), and the child checks its own outcome
+the same way first, so that a result of another type fails with its name.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import io
 import os
 import pickle
 import signal
@@ -27,6 +35,44 @@ FRAME = struct.Struct("<Q")
 
 #: In a child: the descriptor its outcome goes to (so sandbox setup keeps it open).
 _child_result_fd: int | None = None
+
+#: In a child: send only what :func:`plain_loads` rebuilds (a sandboxed callable).
+_plain_only = False
+
+#: The globals a plain-data outcome may name: the builtin types pickle rebuilds
+#: through a call, and the builtin exceptions (constructed from their args only).
+PLAIN_GLOBALS = frozenset(
+    {"bytearray", "complex", "frozenset", "range", "set", "slice"}
+    | {
+        name
+        for name, value in vars(builtins).items()
+        if isinstance(value, type) and issubclass(value, BaseException)
+    }
+)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Rebuilds plain data and builtin exceptions: it refuses to look up anything else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins" and name in PLAIN_GLOBALS:
+            return getattr(builtins, name)
+        raise pickle.UnpicklingError(
+            f"{module}.{name} is not plain data (a sandboxed callable's result may hold "
+            "None, bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, "
+            "set, frozenset, range, slice and builtin exceptions)"
+        )
+
+
+def plain_loads(data: bytes) -> Any:
+    """:func:`pickle.loads` for a sender that is not trusted: plain data only."""
+    return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def plain_results_only() -> None:
+    """In a sandboxed child, before its target runs: send plain data or fail by name."""
+    global _plain_only
+    _plain_only = True
 
 
 # -- the child side ----------------------------------------------------------
@@ -47,6 +93,8 @@ def _send_frame(fd: int, frame: bytes) -> None:
 
 def _framed(outcome: tuple[Any, ...]) -> bytes:
     payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    if _plain_only:
+        plain_loads(payload)  # what the creator will do: an UnpicklingError names the type
     return FRAME.pack(len(payload)) + payload
 
 
@@ -110,10 +158,12 @@ def _portable(exc: BaseException) -> BaseException | None:
 
     An exception whose ``__init__`` takes other arguments than its
     ``args`` pickles fine but fails to unpickle; the creator then gets the
-    type name, message and traceback text alone.
+    type name, message and traceback text alone (so too, in a sandbox, for an
+    exception that is not a builtin one or carries what is not plain data).
     """
+    loads = plain_loads if _plain_only else pickle.loads
     try:
-        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+        loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception:
         return None
     return exc
@@ -155,16 +205,31 @@ _UNPICKLING_ERRORS = (
 )
 
 
-def piped_result(buffer: bytearray, pid: int, returncode: int | None) -> Any:
-    """The target's value from the frame in ``buffer``; raise ChildError for anything else."""
+def piped_result(
+    buffer: bytearray, pid: int, returncode: int | None, *, plain: bool = False
+) -> Any:
+    """The target's value from the frame in ``buffer``; raise ChildError for anything else.
+
+    ``plain``: the sender is not trusted (a sandbox), so the frame is rebuilt
+    with :func:`plain_loads` and must have an outcome's shape.
+    """
     if not frame_complete(buffer):
         raise ChildError(
             f"task {pid} {describe_end(returncode)} without returning a result",
             returncode=returncode,
         )
+    # an untrusted frame may fail in any way: every error of it is the child's
+    caught: type[Exception] | tuple[type[Exception], ...] = (
+        Exception if plain else _UNPICKLING_ERRORS
+    )
     try:
-        outcome = pickle.loads(bytes(buffer[FRAME.size :]))
-    except _UNPICKLING_ERRORS as err:
+        payload = bytes(buffer[FRAME.size :])
+        if plain:
+            outcome = plain_loads(payload)
+            _check_outcome(outcome)
+        else:
+            outcome = pickle.loads(payload)
+    except caught as err:
         raise ChildError(
             f"task {pid} sent back an outcome that cannot be rebuilt here: "
             f"{type(err).__qualname__}: {err}",
@@ -182,6 +247,22 @@ def piped_result(buffer: bytearray, pid: int, returncode: int | None) -> Any:
     if exc is not None:
         raise error from exc
     raise error
+
+
+def _check_outcome(outcome: Any) -> None:
+    """ValueError unless ``outcome`` has the shape of one :func:`_child_main` sends."""
+    if type(outcome) is tuple and len(outcome) == 2 and outcome[0] == "ok":
+        return
+    if (
+        type(outcome) is tuple
+        and len(outcome) == 4
+        and outcome[0] == "error"
+        and (outcome[1] is None or isinstance(outcome[1], BaseException))
+        and type(outcome[2]) is str
+        and type(outcome[3]) is str
+    ):
+        return
+    raise ValueError("the frame does not hold an outcome of pyclone's")
 
 
 def shared_result(outcome: list[tuple[Any, ...]], pid: int, returncode: int | None) -> Any:

@@ -148,6 +148,9 @@ def _launch(
         os.close(plan.status_fd)
         if plan.life_r >= 0:
             os.close(plan.life_r)
+    # What the sandbox sends back is not trusted: plain data only, never a pickle
+    # that names a callable for this process to call.
+    task._plain_result = True
     try:
         try:
             await_status(plan.status_r, task)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .. import _pyclone
+from .. import _pyclone, _transport
 from .. import task as task_mod
 from ..flags import CloneFlag
 from ._caps import bound_caps, set_caps
@@ -94,6 +94,7 @@ class Plan(StepReporter):
             os._exit(127)
         if self.target is not None:
             os.close(self.status_fd)
+            _transport.plain_results_only()
             return self.target(*self.args, **self.kwargs)
         self.execute()
 

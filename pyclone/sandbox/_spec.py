@@ -228,7 +228,9 @@ class Sandbox(Description):
         ``target`` is a command line (a sequence of strings, searched in the
         sandbox's ``PATH``) or a Python callable run as
         ``target(*args, **kwargs)`` whose value comes back through
-        :meth:`Task.result`.  ``stdin``/``stdout``/``stderr`` are descriptors
+        :meth:`Task.result` as plain data only (builtin types and
+        exceptions: the sandbox writes that pipe, and unpickling anything
+        else could run its code in the caller).  ``stdin``/``stdout``/``stderr`` are descriptors
         (or objects with ``fileno()``) for the sandbox's 0, 1 and 2.
 
         Returns once every setup step succeeded and the command has been
