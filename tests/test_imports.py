@@ -12,6 +12,7 @@ timing is asserted: the whole-process cost is measured by the benchmark.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import subprocess
 import sys
@@ -397,3 +398,35 @@ def test_the_cli_builds_the_named_subcommand_only() -> None:
     assert args.prog == "pyclone probe"
     assert cli._command(["-h", "run", "--ro-bind", "/a", "/a"]) == "run"
     assert cli._command(["--help"]) == ""
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["probe", "--json"],
+        ["run", "--unshare-all", "--ro-bind", "/usr", "/usr", "--", "true", "-x"],
+        ["explain", "thread"],
+    ],
+)
+def test_a_line_that_starts_with_its_subcommand_parses_the_same_without_the_others(
+    words: list[str],
+) -> None:
+    """What ``main`` builds for ``pyclone run ...``: the top level and ``run`` alone."""
+    alone = cli.build_parser(words[0], others=False)
+    assert _subcommands(alone) == {words[0]}
+    assert _subcommands(cli.build_parser(words[0])) == set(cli.COMMANDS)
+    assert vars(alone.parse_args(words)) == vars(cli.build_parser(words[0]).parse_args(words))
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    """The names the top-level parser dispatches to."""
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(action.choices)
+
+
+def test_the_sandbox_package_loads_its_command_line_on_first_use() -> None:
+    """A program that builds sandboxes does not pay for argparse and the option parsers."""
+    loaded = _loaded_by("import pyclone.sandbox")
+    assert not loaded & {"argparse", "pyclone.sandbox._cli", "pyclone.sandbox._cli_ops"}
+    loaded = _loaded_by("import pyclone.sandbox as s; s.add_parser")
+    assert {"argparse", "pyclone.sandbox._cli"} <= loaded

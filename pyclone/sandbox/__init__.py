@@ -20,12 +20,28 @@ pid 1, ``_status`` the failure report, ``_cli`` ``python -m pyclone run``
 
 from __future__ import annotations
 
-from ._cli import add_parser, main
-from ._cli import sandbox_from_args as sandbox_from_args
+from typing import TYPE_CHECKING, Any
+
 from ._fsops import FsOp
 from ._names import CAPABILITIES as CAPABILITIES
 from ._names import DEFAULT_NEW as DEFAULT_NEW
 from ._spec import Sandbox
 from ._status import SandboxError
 
+if TYPE_CHECKING:
+    from ._cli import add_parser, main
+    from ._cli import sandbox_from_args as sandbox_from_args
+
 __all__ = ["FsOp", "Sandbox", "SandboxError", "add_parser", "main"]
+
+#: The command line's names, imported on first use (PEP 562): a program that
+#: builds sandboxes does not load argparse and the option parsers.
+_CLI_NAMES = frozenset({"add_parser", "main", "sandbox_from_args"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLI_NAMES:
+        from . import _cli  # lazy: only ``pyclone run`` and its parser need it
+
+        return getattr(_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
