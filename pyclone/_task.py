@@ -398,9 +398,11 @@ class Task(Generic[T]):
     def result(self, timeout: float | None = None) -> T:
         """Wait for the task and return what its target returned.
 
-        The value is pickled in the child and sent back over a pipe; a
-        CLONE_VM child shares this memory, so its value (or exception) is
-        the object itself, not a copy.  If the
+        The value is pickled in the child and sent back over a pipe (from a
+        :class:`pyclone.Sandbox`, plain data and builtin exceptions only:
+        see :meth:`pyclone.Sandbox.spawn`); a CLONE_VM child shares this
+        memory, so its value (or exception) is the object itself, not a
+        copy.  If the
         target raised, :class:`pyclone.ChildError` is raised here with the
         child's exception as ``__cause__`` and its traceback text in
         ``remote_traceback``; it is also raised when the task ended without
