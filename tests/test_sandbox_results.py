@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from pyclone import ChildError, Sandbox
-from pyclone import _transport
+from pyclone import ChildError, Sandbox, _transport
 
 from conftest import WAIT, Health
 

@@ -11,7 +11,6 @@ import pytest
 
 import pyclone
 from pyclone import Sandbox, SandboxError
-
 from pyclone.sandbox import _status
 
 from conftest import WAIT, Health, check_health
