@@ -74,8 +74,12 @@ def test_init_forwards_signals_to_the_target(healthy: Health) -> None:
     def target() -> None:
         signal.signal(signal.SIGTERM, lambda *_: os._exit(42))
         os.write(w, b"r")
+        # Not signal.pause(): the write wakes the caller, whose SIGTERM can come
+        # back before pause() is reached, and the handler runs between bytecodes,
+        # so pause() would then wait for a signal that has already come. A short
+        # sleep returns, and the loop's jump back runs the handler.
         while True:
-            signal.pause()
+            time.sleep(0.05)
 
     try:
         with Sandbox(new={"user", "pid"}, pass_fds=[w]).spawn(target) as task:
