@@ -100,17 +100,30 @@ def encode(record: tuple[Field, ...]) -> bytes:
     return bytes(body)
 
 
+def _chunks(data: bytes, *, whole: bool) -> list[bytes]:
+    """Split ``data`` into its length-prefixed chunks.
+
+    ``whole``: bytes left over (a chunk cut short) are an error (ValueError);
+    otherwise they are dropped (the writer died mid-record).
+    """
+    chunks = []
+    view = memoryview(data)
+    while len(view) >= RECORD.size:
+        (size,) = RECORD.unpack_from(view)
+        chunk = bytes(view[RECORD.size : RECORD.size + size])
+        if len(chunk) < size:
+            break
+        chunks.append(chunk)
+        view = view[RECORD.size + size :]
+    if whole and view:
+        raise ValueError("a truncated field")
+    return chunks
+
+
 def decode(body: bytes) -> tuple[Field, ...]:
     """The fields of one record; ValueError if the bytes are not one :func:`encode` made."""
     fields: list[Field] = []
-    view = memoryview(body)
-    while view:
-        if len(view) < RECORD.size:
-            raise ValueError("a truncated field header")
-        (size,) = RECORD.unpack_from(view)
-        data = bytes(view[RECORD.size : RECORD.size + size])
-        if len(data) != size or not data:
-            raise ValueError("a truncated field")
+    for data in _chunks(body, whole=True):
         tag, value = data[:1], data[1:]
         if tag == _NONE and not value:
             fields.append(None)
@@ -120,22 +133,12 @@ def decode(body: bytes) -> tuple[Field, ...]:
             fields.append(value.decode("utf-8", "surrogateescape"))
         else:
             raise ValueError(f"an unknown field {data[:16]!r}")
-        view = view[RECORD.size + size :]
     return tuple(fields)
 
 
 def _records(data: bytes) -> list[tuple[Field, ...]]:
-    """The whole records in ``data`` (a last one cut short is dropped: the writer died)."""
-    records = []
-    view = data
-    while len(view) >= RECORD.size:
-        (size,) = RECORD.unpack_from(view)
-        body = view[RECORD.size : RECORD.size + size]
-        if len(body) < size:
-            break
-        records.append(decode(body))
-        view = view[RECORD.size + size :]
-    return records
+    """The whole records in ``data``."""
+    return [decode(body) for body in _chunks(data, whole=False)]
 
 
 def _error_of(record: tuple[Field, ...]) -> SandboxError:
