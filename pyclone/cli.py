@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command(words)
     # "pyclone run ...": no top-level option comes first, so the top level only
     # hands the rest to run's parser, and the other subcommands need not be built
-    # (about 1 ms, a fifth of building the parser).
+    # (about 1 ms of the 2.6 ms a warm build takes here).
     alone = bool(words) and words[0] == command and command in COMMANDS
     args = build_parser(command, others=not alone).parse_args(words)
     status: int = args.func(args)
