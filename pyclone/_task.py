@@ -26,7 +26,7 @@ from ._reaper import (
     parent_status,
     reported_code,
 )
-from ._transport import frame_complete, piped_result, shared_result
+from ._transport import FRAME, frame_complete, over_limit, piped_result, shared_result
 from .errors import TimeoutExpired
 from .flags import CloneFlag, flag_names
 
@@ -123,8 +123,10 @@ class Task(Generic[T]):
     _async_waiters: int = 0
     _is_action: bool = False
     _action_error: OSError | None = None
-    # the result comes from a sandbox: rebuilt from plain data only (see _transport)
+    # the result comes from a sandbox: rebuilt from plain data only (see _transport),
+    # and refused unread past this many bytes (None: no limit)
     _plain_result: bool = False
+    _result_limit: int | None = None
     # CLONE_VM children write their outcome straight into this list
     _shared_outcome: list[tuple[Any, ...]] | None = None
 
@@ -354,11 +356,28 @@ class Task(Generic[T]):
             data = os.read(result_fd, 1 << 16)
         except BlockingIOError:
             return True
-        if data:
-            self._buffer += data
-            return not frame_complete(self._buffer)
-        self._close_result_fd()
+        if data and self._take_result_data(data):
+            return True
+        if not data or self._result_refused():
+            self._close_result_fd()
         return False
+
+    def _take_result_data(self, data: bytes) -> bool:
+        """Keep ``data`` of the frame; False once there is nothing more to read.
+
+        A frame declaring more than the task's result limit is not read on:
+        its header is kept (result() reports the size), and the reader
+        closes the pipe (see :meth:`_result_refused`), so a sender that goes
+        on writing gets EPIPE instead of blocking on a full pipe.
+        """
+        self._buffer += data
+        if over_limit(self._buffer, self._result_limit):
+            del self._buffer[FRAME.size :]
+            return False
+        return not frame_complete(self._buffer)
+
+    def _result_refused(self) -> bool:
+        return over_limit(self._buffer, self._result_limit)
 
     def _drain_result(self) -> None:
         result_fd = self._result_number()
@@ -425,7 +444,14 @@ class Task(Generic[T]):
         if self._shared_outcome is not None:
             return cast(T, shared_result(self._shared_outcome, self.pid, self.returncode))
         return cast(
-            T, piped_result(self._buffer, self.pid, self.returncode, plain=self._plain_result)
+            T,
+            piped_result(
+                self._buffer,
+                self.pid,
+                self.returncode,
+                plain=self._plain_result,
+                limit=self._result_limit,
+            ),
         )
 
     # -- signals -----------------------------------------------------------

@@ -12,7 +12,6 @@ from typing import Protocol
 
 from ._lazy import asyncio  # the real asyncio (with ssl, sockets) loads when a task is awaited
 from ._reaper import collect_pidfd, parent_status_now
-from ._transport import frame_complete
 from .flags import CloneFlag
 
 __all__ = ["wait_async"]
@@ -28,12 +27,14 @@ class Task(Protocol):
     flags: CloneFlag
     _async_wait: asyncio.Task[None] | None
     _async_waiters: int
-    _buffer: bytearray
 
     @property
     def pidfd(self) -> int | None: ...
     def _wait(self, timeout: float | None) -> bool: ...
     def _result_number(self) -> int | None: ...
+    def _take_result_data(self, data: bytes) -> bool: ...
+    def _result_refused(self) -> bool: ...
+    def _close_result_fd(self) -> None: ...
     def _drain_result(self) -> None: ...
     def _finish(self, code: int | None) -> None: ...
 
@@ -77,14 +78,19 @@ async def _watch(task: Task, loop: asyncio.AbstractEventLoop) -> None:
             exited.set_result(None)
 
     def on_result() -> None:
+        nonlocal result_fd
         assert result_fd is not None
         try:
             data = os.read(result_fd, 1 << 16)
         except BlockingIOError:
             return
-        task._buffer += data
-        if not data or frame_complete(task._buffer):
+        if not data or not task._take_result_data(data):
             loop.remove_reader(result_fd)
+            if task._result_refused():
+                # closed only once unwatched, and forgotten here: the number
+                # may soon belong to another descriptor this loop watches
+                task._close_result_fd()
+                result_fd = None
 
     loop.add_reader(pidfd, on_exit)
     if result_fd is not None:

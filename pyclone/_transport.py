@@ -190,6 +190,19 @@ def frame_complete(buffer: bytearray) -> bool:
     return len(buffer) >= FRAME.size + size
 
 
+def over_limit(buffer: bytearray, limit: int | None) -> bool:
+    """Does the frame's header declare a payload larger than ``limit`` bytes?
+
+    The header comes first, so the reader can stop before it buffers
+    anything of a payload it will refuse (a sandbox could otherwise make
+    the caller hold as much as it cares to send).
+    """
+    if limit is None or len(buffer) < FRAME.size:
+        return False
+    size: int = FRAME.unpack_from(buffer)[0]
+    return size > limit
+
+
 #: What unpickling a frame raises when the child's objects cannot be rebuilt
 #: here (a missing class, an ``__init__`` that the pickled args do not fit).
 #: Anything else (a KeyboardInterrupt from a signal handler) passes through.
@@ -206,13 +219,27 @@ _UNPICKLING_ERRORS = (
 
 
 def piped_result(
-    buffer: bytearray, pid: int, returncode: int | None, *, plain: bool = False
+    buffer: bytearray,
+    pid: int,
+    returncode: int | None,
+    *,
+    plain: bool = False,
+    limit: int | None = None,
 ) -> Any:
     """The target's value from the frame in ``buffer``; raise ChildError for anything else.
 
     ``plain``: the sender is not trusted (a sandbox), so the frame is rebuilt
-    with :func:`plain_loads` and must have an outcome's shape.
+    with :func:`plain_loads` and must have an outcome's shape.  ``limit``:
+    the largest payload accepted, in bytes (the reader kept only the header
+    of a larger one).
     """
+    if over_limit(buffer, limit):
+        size = FRAME.unpack_from(buffer)[0]
+        raise ChildError(
+            f"task {pid} sent a result of {size} bytes, more than its result_limit of "
+            f"{limit} bytes: none of it was read (a larger result_limit accepts it)",
+            returncode=returncode,
+        )
     if not frame_complete(buffer):
         raise ChildError(
             f"task {pid} {describe_end(returncode)} without returning a result",

@@ -121,3 +121,80 @@ def test_a_callable_outside_a_sandbox_still_sends_any_picklable_result() -> None
 
     got = pyclone.spawn_task(_Point).result(WAIT)
     assert type(got).__name__ == "_Point"
+
+
+# -- how much of it the caller holds ------------------------------------------
+
+
+def _flood(declared: int) -> None:
+    """Declare ``declared`` bytes, then send until the caller stops reading."""
+    fd = _transport._child_result_fd
+    assert fd is not None
+    os.write(fd, _transport.FRAME.pack(declared))
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except BrokenPipeError:
+        os._exit(3)  # the caller closed the pipe: it refused the rest
+
+
+def test_a_flood_is_refused_unread_and_the_sender_gets_epipe(healthy: Health) -> None:
+    task = _SANDBOX.spawn(_flood, args=(1 << 62,))
+    with pytest.raises(ChildError, match=rf"{1 << 62} bytes, more than its result_limit of"):
+        task.result(WAIT)
+    assert task.returncode == 3
+    assert len(task._buffer) == _transport.FRAME.size  # only the header was kept
+
+
+def test_the_default_limit_is_64_mib() -> None:
+    refused = _SANDBOX.spawn(_flood, args=((64 << 20) + 1,))
+    with pytest.raises(ChildError, match=f"result_limit of {64 << 20} bytes"):
+        refused.result(WAIT)
+    assert refused.returncode == 3
+
+
+def _blob(size: int) -> bytes:
+    return b"x" * size
+
+
+def test_a_result_within_the_limit_comes_back_and_one_over_it_does_not() -> None:
+    assert _SANDBOX.spawn(_blob, args=(1000,), result_limit=2000).result(WAIT) == b"x" * 1000
+    with pytest.raises(ChildError, match="more than its result_limit of 100 bytes") as caught:
+        _SANDBOX.spawn(_blob, args=(1000,), result_limit=100).result(WAIT)
+    assert caught.value.exception is None
+
+
+def test_no_limit_accepts_more_than_the_default() -> None:
+    size = (64 << 20) + 1
+    got = _SANDBOX.spawn(_blob, args=(size,), result_limit=None).result(WAIT)
+    assert isinstance(got, bytes) and len(got) == size
+
+
+def test_a_flood_is_refused_when_awaited_too(healthy: Health) -> None:
+    import asyncio
+
+    async def main() -> int | None:
+        task = _SANDBOX.spawn(_flood, args=(1 << 40,), result_limit=1000)
+        code = await asyncio.wait_for(task.wait_async(), WAIT)
+        with pytest.raises(ChildError, match="more than its result_limit of 1000 bytes"):
+            task.result(WAIT)
+        assert len(task._buffer) == _transport.FRAME.size
+        return code
+
+    assert asyncio.run(main()) == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        (-1, ValueError, "result_limit must be at least 0 bytes, not -1"),
+        ("1", TypeError, "result_limit must be an int .* not str"),
+        (True, TypeError, "result_limit must be an int .* not bool"),
+        (1.5, TypeError, "result_limit must be an int .* not float"),
+    ],
+)
+def test_a_bad_result_limit_is_refused_before_anything_starts(
+    healthy: Health, value: object, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        _SANDBOX.spawn(_blob, args=(1,), result_limit=value)  # type: ignore[arg-type]

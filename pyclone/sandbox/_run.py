@@ -34,6 +34,9 @@ from ._setup import Plan, cap_last
 from ._status import SandboxError, await_status, parent_step
 from ._userns import write_maps
 
+#: The largest result a sandboxed callable may send back by default, in bytes.
+DEFAULT_RESULT_LIMIT = 64 << 20
+
 
 def spawn(
     sb: Description,
@@ -47,9 +50,11 @@ def spawn(
     allow_threads: bool = False,
     on_start: Callable[[Task], None] | None = None,
     parent_fds: Iterable[int] = (),
+    result_limit: int | None = DEFAULT_RESULT_LIMIT,
 ) -> Task:
     """:meth:`Sandbox.spawn`: prepare in the parent, launch, return once set up."""
     command = _check_target(target)
+    _check_result_limit(result_limit)
     args = positional_args(args)
     parent = check_fds(parent_fds, "parent_fds")
     stdio = tuple(
@@ -82,7 +87,7 @@ def spawn(
         parent_fds=parent,
     )
     try:
-        task = _launch(sb, plan, cgroup, allow_threads, on_start)
+        task = _launch(sb, plan, cgroup, allow_threads, on_start, result_limit)
     except BaseException:
         if cgroup is not None:
             cgroup.__exit__(None, None, None)
@@ -104,6 +109,7 @@ def _launch(
     cgroup: Cgroup | None,
     allow_threads: bool,
     on_start: Callable[[Task], None] | None,
+    result_limit: int | None,
 ) -> Task:
     """Clone the child and read its setup report; kill and reap it if setup failed."""
 
@@ -149,8 +155,10 @@ def _launch(
         if plan.life_r >= 0:
             os.close(plan.life_r)
     # What the sandbox sends back is not trusted: plain data only, never a pickle
-    # that names a callable for this process to call.
+    # that names a callable for this process to call, and never more of it
+    # than the caller agreed to hold.
     task._plain_result = True
+    task._result_limit = result_limit
     try:
         try:
             await_status(plan.status_r, task)
@@ -272,6 +280,15 @@ def _check_target(target: Any) -> tuple[str, ...] | None:
     if not all(isinstance(a, str) and "\0" not in a for a in argv):
         raise TypeError(f"command line arguments must be str without NUL, not {target!r}")
     return argv
+
+
+def _check_result_limit(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"result_limit must be an int (bytes) or None, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"result_limit must be at least 0 bytes, not {value}")
 
 
 def _fileno(value: Any, name: str) -> int | None:

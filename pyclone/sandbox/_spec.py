@@ -222,6 +222,7 @@ class Sandbox(Description):
         allow_threads: bool = False,
         on_start: Callable[[Task], None] | None = None,
         parent_fds: Iterable[int] = (),
+        result_limit: int | None = _run.DEFAULT_RESULT_LIMIT,
     ) -> Task:
         """Start ``target`` in the sandbox and return its :class:`Task`.
 
@@ -230,8 +231,14 @@ class Sandbox(Description):
         ``target(*args, **kwargs)`` whose value comes back through
         :meth:`Task.result` as plain data only (builtin types and
         exceptions: the sandbox writes that pipe, and unpickling anything
-        else could run its code in the caller).  ``stdin``/``stdout``/``stderr`` are descriptors
-        (or objects with ``fileno()``) for the sandbox's 0, 1 and 2.
+        else could run its code in the caller).  A result larger than
+        ``result_limit`` bytes once pickled (64 MiB by default; None for no
+        limit) is refused unread: ``result()`` raises
+        :class:`pyclone.ChildError` with its size, and the caller never
+        holds more than the limit of what the sandbox sends.  It does not
+        apply to a command line, which sends no result.
+        ``stdin``/``stdout``/``stderr`` are descriptors (or objects with
+        ``fileno()``) for the sandbox's 0, 1 and 2.
 
         Returns once every setup step succeeded and the command has been
         executed (or the callable is about to run).  ``allow_threads``
@@ -267,6 +274,7 @@ class Sandbox(Description):
             allow_threads=allow_threads,
             on_start=on_start,
             parent_fds=parent_fds,
+            result_limit=result_limit,
         )
 
     def run(
