@@ -327,16 +327,17 @@ def _mount_flags(path: str) -> int:
     return out
 
 
-def _restrict(where: str, mountinfo: str, *, readonly: bool, devices: bool) -> None:
+def _restrict(where: str, mountinfo: str | None, *, readonly: bool, devices: bool) -> None:
     """Make a bind mount and its submounts nosuid (nodev, read-only), keeping their locked flags.
 
     Only flags are added: each remount repeats those the mount already has,
     which the kernel requires of a mount that came from a more privileged
-    namespace.
+    namespace.  The submounts are found in ``mountinfo``; None when the
+    caller knows there are none.
     """
     m = _pyclone
     extra = m.MS_NOSUID | (0 if devices else m.MS_NODEV) | (m.MS_RDONLY if readonly else 0)
-    points = [where, *_submounts(where, mountinfo)]
+    points = [where, *(_submounts(where, mountinfo) if mountinfo is not None else ())]
     for point in points:
         try:
             flags = _mount_flags(point)
@@ -393,14 +394,18 @@ def _mount_proc(where: str, host_proc: str, mountinfo: str) -> None:
     m = _pyclone
     try:
         m.mount("proc", where, "proc", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC)
+        # a procfs just made has nothing mounted in it: the binds below have
+        # no submounts to look for (one mountinfo read and parse each saved)
+        below: str | None = None
     except PermissionError:
         m.mount(host_proc, where, None, m.MS_BIND | m.MS_REC)
         _restrict(where, mountinfo, readonly=False, devices=False)
+        below = mountinfo  # the host's /proc/sys/fs/binfmt_misc, say
     for name in _PROC_COVERED:
         path = os.path.join(where, name)
         if os.path.lexists(path):
             m.mount(path, path, None, m.MS_BIND | m.MS_REC)
-            _restrict(path, mountinfo, readonly=True, devices=False)
+            _restrict(path, below, readonly=True, devices=False)
 
 
 def _make_dev(where: str, host_dev: str, mountinfo: str) -> None:
