@@ -224,3 +224,32 @@ def test_cli_chdir_to_a_missing_directory_fails_in_bwraps_words(who: str) -> Non
         done = _from(who, tool, "/", *_USR_ONLY, "--chdir", "/no/such", "true")
         assert done.returncode == 1, (tool, done.stderr)
         assert done.stderr == f"{prog}: Can't chdir to /no/such: No such file or directory\n"
+
+
+#: The dispositions the command starts with, and how `yes` ends when its reader goes.
+_SIGNALS_SCRIPT = (
+    'grep -E "^Sig(Ign|Blk):" /proc/self/status; '
+    'yes | head -n 1 >/dev/null; echo "yes ended with ${PIPESTATUS[0]}"'
+)
+
+
+@WHO
+def test_the_command_starts_with_sigpipe_and_sigxfsz_at_their_defaults_as_under_bwrap(
+    who: str,
+) -> None:
+    """The interpreter ignores both for itself; the command must not inherit that."""
+    outs = {}
+    for tool in ("pyclone", "bwrap"):
+        done = run_tool(who, tool, *BWRAP_ARGS, "bash", "-c", _SIGNALS_SCRIPT)
+        assert done.returncode == 0, (tool, done.stderr)
+        outs[tool] = done.stdout
+    assert outs["pyclone"] == outs["bwrap"]
+    assert "SigIgn:\t0000000000000000\n" in outs["pyclone"]
+    assert f"yes ended with {128 + signal.SIGPIPE}\n" in outs["pyclone"]
+
+
+def test_a_command_of_the_library_starts_with_sigpipe_at_its_default() -> None:
+    require_root()
+    done = Sandbox(**BWRAP_LIKE).run(["bash", "-c", _SIGNALS_SCRIPT], capture_output=True)  # type: ignore[arg-type]
+    assert done.returncode == 0
+    assert f"yes ended with {128 + signal.SIGPIPE}\n" in done.stdout.decode()

@@ -152,6 +152,15 @@ class Plan(StepReporter):
                 os.read(sb.block_fd, 1)  # until data or EOF, as bwrap's --block-fd
                 if sb.block_fd not in sb.pass_fds:
                     os.close(sb.block_fd)
+        if self.command is not None:
+            # The interpreter ignores SIGPIPE and SIGXFSZ for itself, and an
+            # ignored signal stays ignored across an exec: the command gets
+            # their default actions back, as subprocess and bwrap give them
+            # (`yes | head -1` ends `yes` by SIGPIPE, not by EPIPE errors).
+            # Before the caller's filters, which need not allow rt_sigaction.
+            with self.step("signals"):
+                for signum in _PYTHON_IGNORES:
+                    signal.signal(signum, signal.SIG_DFL)
         if self.seccomp is not None:
             with self.step("seccomp"):
                 self.seccomp.load()
@@ -272,6 +281,10 @@ class Plan(StepReporter):
             with contextlib.suppress(StepFailed):
                 self.fail("exec", exc.errno, exc.strerror or str(exc), self.command[0], None)
         os._exit(127)
+
+
+#: The signals CPython sets to SIG_IGN at start-up (see :meth:`Plan.execute`).
+_PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 def cap_last() -> int:

@@ -300,7 +300,9 @@ class Sandbox(Description):
         ``timeout`` the sandbox is killed and :class:`pyclone.TimeoutExpired`
         raised; with ``check`` a non-zero status raises
         :class:`subprocess.CalledProcessError`.  ``on_start`` and
-        ``parent_fds`` are as for :meth:`spawn`.
+        ``parent_fds`` are as for :meth:`spawn`.  The command starts with
+        SIGPIPE and SIGXFSZ at their default actions (the interpreter ignores
+        both for itself; :mod:`subprocess` and bwrap give them back too).
         """
         return _run.run(
             self,
