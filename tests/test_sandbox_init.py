@@ -123,3 +123,24 @@ def test_the_target_keeps_the_callers_sigchld_disposition() -> None:
     # target for it), and the target gets the caller's back
     kept, _ = run_forked(_sigchld_ignored)
     assert kept
+
+
+def _pid_1_caps() -> str:
+    with open("/proc/1/status") as f:
+        return next(line for line in f if line.startswith("CapEff:"))
+
+
+def _pid_1_caps_seen(runs: int) -> set[str]:
+    sb = Sandbox(new={"user", "pid", "mnt"}, proc="/proc")
+    return {sb.spawn(_pid_1_caps).result(WAIT) for _ in range(runs)}
+
+
+@WHO
+def test_the_target_never_sees_pid_1_holding_a_capability(who: str) -> None:
+    """The target's first code runs only once the init has dropped its capabilities.
+
+    The init drops them after the fork; before the target waited for that,
+    ``getpcaps 1`` in the command saw ``=ep`` when the init was slow (a busy
+    machine), in bwrap's own test of it.
+    """
+    assert run_as(who, _pid_1_caps_seen, 40) == {"CapEff:\t0000000000000000\n"}

@@ -34,7 +34,7 @@ _WAITED = (*_FORWARDED, signal.SIGCHLD)
 
 def fork_init(
     reporter: StepReporter, cap_last: int, keep: set[int], programs: tuple[bytes, ...] = ()
-) -> None:
+) -> int:
     """Become the sandbox's init; the target continues in a child.
 
     The init keeps no capability: it only reaps and forwards signals, and a
@@ -43,30 +43,30 @@ def fork_init(
     pipe, the result channel would otherwise stay open in the sandbox).  It
     loads the caller's seccomp ``programs`` too, as bwrap's pid 1 does: the
     command could otherwise make its system calls through it (ptrace).
+
+    Returns, in the target, the read end of the init's ready pipe: the
+    target must pass :func:`await_init` before it runs anything of the
+    caller's, since until then pid 1 still holds the capabilities it was
+    forked with (``getpcaps 1`` would see them; a slow init, under load,
+    once let it) and may not have loaded the programs yet.
     """
     # Block the forwarded signals (and SIGCHLD) across the fork: pid 1 ignores
     # a signal it has no handler for unless it is blocked, and the init keeps
     # them blocked for good, taking them with sigwaitinfo (no handler, so none
     # is lost in a window before one is installed).  The target unblocks them.
-    # With seccomp programs, the command waits until pid 1 is filtered too:
-    # otherwise it could reach pid 1 (ptrace) before pid 1 loaded them.
-    ready = os.pipe() if programs else None
+    ready_r, ready_w = os.pipe()
     with reporter.step("fork init"):
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
         # with SIG_IGN the kernel would reap the init's children itself, the target too
         on_child = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         pid = os.fork()
     if pid == 0:
+        os.close(ready_w)
         if on_child is not None:  # None: not set from Python, nothing to restore
             signal.signal(signal.SIGCHLD, on_child)
-        if ready is not None:
-            os.close(ready[1])
-            os.read(ready[0], 1)  # EOF once pid 1 has loaded them (or failed)
-            os.close(ready[0])
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        return
-    if ready is not None:
-        os.close(ready[0])
+        return ready_r
+    os.close(ready_r)
     with reporter.step("init capabilities"):
         drop_all(cap_last)
     if programs:
@@ -75,10 +75,28 @@ def fork_init(
             # init never executes anything, so it costs nothing here
             _pyclone.prctl(_pyclone.PR_SET_NO_NEW_PRIVS, 1)
             load_seccomp(programs)
-    if ready is not None:
-        os.close(ready[1])
+    os.write(ready_w, _READY)
+    os.close(ready_w)
     close_except(keep)
     _init_loop(pid)
+
+
+#: What the init writes once it holds no capability (an EOF alone: it failed).
+_READY = b"\1"
+
+
+def await_init(ready: int) -> None:
+    """In the target: wait until pid 1 has dropped its capabilities (and loaded the programs).
+
+    An end of file without the byte means the init failed its own steps
+    (and reported it): the target must not run the command then.
+    """
+    try:
+        got = os.read(ready, 1)
+    finally:
+        os.close(ready)
+    if got != _READY:
+        os._exit(127)
 
 
 def _init_loop(target: int) -> NoReturn:

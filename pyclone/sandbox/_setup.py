@@ -26,7 +26,7 @@ from ..flags import CloneFlag
 from ._caps import bound_caps, set_caps
 from ._description import Description
 from ._hold import after_fork, close_except, init_keeps, take_locks, wants_init
-from ._init import fork_init
+from ._init import await_init, fork_init
 from ._join import join_namespaces, joins, switch_userns
 from ._mounts import setup_mounts
 from ._names import CAPABILITIES, RLIMITS
@@ -63,6 +63,8 @@ class Plan(StepReporter):
     prefixes: tuple[str, ...] = ()
     #: The directory the command starts in once chosen (None: the caller's, unchanged).
     started_in: str | None = None
+    #: In the target under an init: its ready pipe (see :func:`._init.await_init`).
+    init_ready: int | None = None
 
     # -- entry point ---------------------------------------------------------
 
@@ -86,7 +88,9 @@ class Plan(StepReporter):
                     os.setsid()
             if wants_init(sb):
                 locks = take_locks(self, sb)
-                fork_init(self, self.cap_last, init_keeps(sb, locks), sb.seccomp_programs)
+                self.init_ready = fork_init(
+                    self, self.cap_last, init_keeps(sb, locks), sb.seccomp_programs
+                )
                 with self.step("init"):
                     after_fork(sb, locks)
             self.process_setup()
@@ -152,6 +156,12 @@ class Plan(StepReporter):
                 os.read(sb.block_fd, 1)  # until data or EOF, as bwrap's --block-fd
                 if sb.block_fd not in sb.pass_fds:
                     os.close(sb.block_fd)
+        if self.init_ready is not None:
+            # Late, so that the init's steps overlap the target's; before the
+            # caller's filters, which need not allow this read.
+            with self.step("init ready"):
+                await_init(self.init_ready)
+                self.init_ready = None
         if self.command is not None:
             # The interpreter ignores SIGPIPE and SIGXFSZ for itself, and an
             # ignored signal stays ignored across an exec: the command gets
@@ -246,6 +256,8 @@ class Plan(StepReporter):
         if sb.close_fds:
             with self.step("close_fds"):
                 keep = {0, 1, 2, self.status_fd, *passed}
+                if self.init_ready is not None:
+                    keep.add(self.init_ready)  # read (and closed) later
                 if sb.block_fd is not None:
                     keep.add(sb.block_fd)  # read (and closed) next
                 if self.target is not None:
