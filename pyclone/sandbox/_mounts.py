@@ -30,7 +30,7 @@ from ._fsops import (
     parent_mode,
     resolved,
 )
-from ._hold import held_fds
+from ._hold import held_fds, read_to_end
 from ._status import StepReporter
 
 _OLD = "/oldroot"
@@ -50,16 +50,19 @@ _ST_TO_MS = (
 )
 
 
-def setup_mounts(reporter: StepReporter, sb: Description, cwd: str) -> None:
+def setup_mounts(reporter: StepReporter, sb: Description, planned: list[FsOp]) -> None:
     """Make ``/`` private, then apply the plan: over the tree, or in a new root.
 
-    The umask is 0 meanwhile, as in bwrap, so that what is created gets
-    exactly the mode asked for; the caller's comes back for the command.
+    ``planned`` is :func:`operations`'s list, made by the parent (pure
+    computation, which costs a fresh child a page fault for each object
+    it touches).  The umask is 0 meanwhile, as in bwrap, so that what is
+    created gets exactly the mode asked for; the caller's comes back for
+    the command.
     """
     m = _pyclone
     with reporter.step("make / private"):
         m.mount(None, "/", None, m.MS_REC | m.MS_PRIVATE)
-    ops = _find_sources(reporter, operations(sb, cwd))
+    ops = _find_sources(reporter, planned)
     umask = os.umask(0)
     if not sb._root_mode():
         for op in ops:
@@ -363,25 +366,33 @@ def _submounts(where: str, mountinfo: str) -> list[str]:
     try:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             return []  # a mount on a file has nothing below it: only over it, on top
-        with open(os.path.join(os.path.dirname(mountinfo), "fdinfo", str(fd))) as f:
-            top = next(line.split()[1] for line in f if line.startswith("mnt_id:"))
+        info = _read_bytes(os.path.join(os.path.dirname(mountinfo), "fdinfo", str(fd)))
+        top = next(line.split()[1] for line in info.splitlines() if line.startswith(b"mnt_id:"))
     finally:
         os.close(fd)
     # Only the ids and mount points are needed: the rest of a line is not split,
-    # nor is a point unescaped unless it is below this mount.
-    children: dict[str, list[tuple[str, str]]] = {}
-    with open(mountinfo) as f:
-        for line in f:
-            mount_id, parent, _, _, point, _ = line.split(" ", 5)
-            children.setdefault(parent, []).append((mount_id, point))
+    # nor is a point decoded and unescaped unless it is below this mount.  Bytes
+    # read with os.read: a text file object costs a fresh child more than the parse.
+    children: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for line in _read_bytes(mountinfo).splitlines():
+        mount_id, parent, _, _, point, _ = line.split(b" ", 5)
+        children.setdefault(parent, []).append((mount_id, point))
     out: list[str] = []
     todo = [top]
     while todo:
         for mount_id, point in children.get(todo.pop(0), []):
             if mount_id != top:
-                out.append(unescape_mountinfo(point))
+                out.append(unescape_mountinfo(os.fsdecode(point)))
                 todo.append(mount_id)
     return out
+
+
+def _read_bytes(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return read_to_end(fd)
+    finally:
+        os.close(fd)
 
 
 def _mount_proc(where: str, host_proc: str, mountinfo: str) -> None:

@@ -30,6 +30,7 @@ from ._description import Description
 from ._forward import forwarding
 from ._hold import held_fds
 from ._join import clone_flags, joins
+from ._mounts import operations
 from ._setup import Plan, cap_last
 from ._status import SandboxError, await_status, parent_step
 from ._userns import write_maps
@@ -64,6 +65,8 @@ def spawn(
         os.fstat(fd)  # an EBADF here beats a puzzling one in the child
     seccomp_filter = _seccomp_filter(sb) if sb.seccomp_deny else None
     cgroup = _open_cgroup(sb)
+    # the bind sources relative to the caller's directory, made absolute here
+    ops = operations(sb, os.getcwd()) if sb._flags & CloneFlag.NEWNS else []
     status_r, status_w = os.pipe()
     last = cap_last()
     caps = kept_caps(sb, last)
@@ -79,7 +82,7 @@ def spawn(
         status_r=status_r,
         life_r=life_r,
         life_w=life_w,
-        cwd=os.getcwd(),
+        ops=ops,
         cap_last=last,
         caps=caps,
         caps_inheritable=sets_inheritable(sb),

@@ -17,7 +17,7 @@ import signal
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .. import _pyclone, _transport
@@ -25,6 +25,7 @@ from .. import task as task_mod
 from ..flags import CloneFlag
 from ._caps import bound_caps, set_caps
 from ._description import Description
+from ._fsops import FsOp
 from ._hold import after_fork, close_except, init_keeps, take_locks, wants_init
 from ._init import await_init, fork_init
 from ._join import join_namespaces, joins, switch_userns
@@ -53,7 +54,6 @@ class Plan(StepReporter):
     status_r: int
     life_r: int
     life_w: int
-    cwd: str
     cap_last: int
     caps: int
     caps_inheritable: bool
@@ -63,6 +63,8 @@ class Plan(StepReporter):
     prefixes: tuple[str, ...] = ()
     #: The directory the command starts in once chosen (None: the caller's, unchanged).
     started_in: str | None = None
+    #: The mount plan, made in the parent (see :func:`._mounts.setup_mounts`).
+    ops: list[FsOp] = field(default_factory=list)
     #: In the target under an init: its ready pipe (see :func:`._init.await_init`).
     init_ready: int | None = None
 
@@ -137,7 +139,7 @@ class Plan(StepReporter):
             with self.step("domainname"):
                 _pyclone.setdomainname(sb.domainname)
         if sb._flags & CloneFlag.NEWNS:
-            setup_mounts(self, sb, self.cwd)
+            setup_mounts(self, sb, self.ops)
 
     # -- per-process steps ------------------------------------------------------
 
