@@ -253,3 +253,28 @@ def test_a_command_of_the_library_starts_with_sigpipe_at_its_default() -> None:
     done = Sandbox(**BWRAP_LIKE).run(["bash", "-c", _SIGNALS_SCRIPT], capture_output=True)  # type: ignore[arg-type]
     assert done.returncode == 0
     assert f"yes ended with {128 + signal.SIGPIPE}\n" in done.stdout.decode()
+
+
+@pytest.mark.parametrize("given", [{}, {"LC_CTYPE": "C.UTF-8"}], ids=["none", "explicit"])
+def test_the_command_gets_the_callers_environment_not_the_interpreters_locale(
+    given: dict[str, str],
+) -> None:
+    """In the C locale the interpreter adds LC_CTYPE=C.UTF-8 for itself (PEP 538);
+    a caller's own LC_CTYPE stays."""
+    require_root()
+    env = {"PATH": "/usr/bin:/bin", **given}
+    args = [*BWRAP_ARGS, "--unsetenv", "PYTHONPATH", "env"]
+    pyclone = subprocess.run(
+        [sys.executable, "-m", "pyclone", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=dict(env, PYTHONPATH=ROOT_DIR),
+        cwd="/",
+    )
+    bwrap = subprocess.run(
+        [require_bwrap(), *args], capture_output=True, text=True, timeout=WAIT, env=env, cwd="/"
+    )
+    assert pyclone.returncode == bwrap.returncode == 0, (pyclone.stderr, bwrap.stderr)
+    assert sorted(pyclone.stdout.splitlines()) == sorted(bwrap.stdout.splitlines())
+    assert ("LC_CTYPE=C.UTF-8" in pyclone.stdout.splitlines()) == bool(given)

@@ -458,8 +458,28 @@ def _caller_dir() -> str:
         return ""  # removed: bwrap's old_cwd cannot be entered either
 
 
+def _undo_locale_coercion() -> None:
+    """Drop the LC_CTYPE that the interpreter itself added to this process's environment.
+
+    In the C locale CPython sets ``LC_CTYPE=C.UTF-8`` for itself and its
+    children at start-up (PEP 538); bwrap's command would not get it.  It
+    counts as added when the environment this program was started with
+    (``/proc/self/environ``, which setenv(3) does not change) had none.
+    """
+    if "LC_CTYPE" not in os.environ:
+        return
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            initial = f.read().split(b"\0")
+    except OSError:
+        return  # cannot tell: keep it
+    if not any(entry.startswith(b"LC_CTYPE=") for entry in initial):
+        del os.environ["LC_CTYPE"]
+
+
 def main(args: argparse.Namespace) -> int:
     """``pyclone run``: build the sandbox, run the command, return its status."""
+    _undo_locale_coercion()
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
