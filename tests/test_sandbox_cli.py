@@ -89,6 +89,7 @@ def test_cli_builds_the_same_sandbox_as_the_expression() -> None:
         new_root=True,
         start_dirs=[d for d in (os.getcwd(), os.environ.get("HOME", "")) if d.startswith("/")],
         export_pwd=True,
+        close_fds=False,  # what the caller passes on reaches the command, as under bwrap
     )
     assert sandbox_from_args(args) == expected
     assert stat.S_ISDIR(os.stat("/usr").st_mode)
@@ -278,3 +279,26 @@ def test_the_command_gets_the_callers_environment_not_the_interpreters_locale(
     assert pyclone.returncode == bwrap.returncode == 0, (pyclone.stderr, bwrap.stderr)
     assert sorted(pyclone.stdout.splitlines()) == sorted(bwrap.stdout.splitlines())
     assert ("LC_CTYPE=C.UTF-8" in pyclone.stdout.splitlines()) == bool(given)
+
+
+#: The command's descriptors, then what it reads from the caller's descriptor 4.
+_LIST_FDS = 'for f in /proc/self/fd/*; do printf "%s " "${f##*/}"; done; echo; cat <&4'
+
+
+@WHO
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--sync-fd", "3"], ["--block-fd", "3"], ["--file", "3", "/tmp/x"], ["--as-pid-1"]],
+    ids=["plain", "sync-fd", "block-fd", "file", "as-pid-1"],
+)
+def test_the_command_inherits_the_descriptors_bwraps_would(who: str, options: list[str]) -> None:
+    """bwrap passes on what it inherited without close-on-exec, less what its options consume."""
+    outs = {}
+    for tool in ("pyclone", "bwrap"):
+        done = run_tool(
+            who, tool, *BWRAP_ARGS, *options, "sh", "-c", _LIST_FDS, data=[b"three", b"four\n"]
+        )
+        assert done.returncode == 0, (tool, done.stderr)
+        outs[tool] = done.stdout
+    assert outs["pyclone"] == outs["bwrap"]
+    assert outs["pyclone"].endswith("\nfour\n")

@@ -382,6 +382,10 @@ def sandbox_from_args(args: argparse.Namespace) -> Sandbox:
         chdir=args.chdir,
         start_dirs=_start_dirs(args) if args.chdir is None else (),
         export_pwd=True,  # bwrap sets PWD to where the command starts, over --clearenv
+        # bwrap passes on every descriptor it inherited without close-on-exec
+        # (`bwrap ... cat <&5` reads the caller's 5); it closes only those its
+        # options consume, and so do the options here
+        close_fds=False,
         die_with_parent=args.die_with_parent,
         new_session=args.new_session,
         cap_drop=args.cap_drop,
