@@ -6,14 +6,16 @@ import errno
 import os
 import select
 import signal
+import subprocess
+import sys
 import time
 
 from bpf_programs import deny
 
 from pyclone import Sandbox
 
-from conftest import WAIT, Health, run_forked
-from sandbox_helpers import WHO, run_as
+from conftest import WAIT, Health, require_root, run_forked
+from sandbox_helpers import ROOT_DIR, WHO, run_as
 
 
 def _processes() -> tuple[list[int], list[int]]:
@@ -144,3 +146,35 @@ def test_the_target_never_sees_pid_1_holding_a_capability(who: str) -> None:
     machine), in bwrap's own test of it.
     """
     assert run_as(who, _pid_1_caps_seen, 40) == {"CapEff:\t0000000000000000\n"}
+
+
+_FAIL_EARLY = """
+import pyclone
+from pyclone.sandbox import SandboxError
+sb = pyclone.Sandbox(new={"user", "pid", "mnt"}, chdir="/no/such/dir")
+for _ in range(100):
+    try:
+        sb.run(["/bin/true"], timeout=20)
+    except SandboxError as exc:
+        assert exc.step == "chdir", exc
+    else:
+        raise AssertionError("the chdir did not fail")
+print("done")
+"""
+
+
+def test_a_target_that_fails_before_the_init_is_ready_leaves_the_init_quiet() -> None:
+    """The init tells the target it is ready by a write; the target may be gone by then.
+
+    Its EPIPE once ended the init with a traceback on the caller's stderr
+    (about 1 run in 600) instead of the target's status.
+    """
+    require_root()
+    done = subprocess.run(
+        [sys.executable, "-c", _FAIL_EARLY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=ROOT_DIR),
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")

@@ -54,8 +54,8 @@ def fork_init(
     # a signal it has no handler for unless it is blocked, and the init keeps
     # them blocked for good, taking them with sigwaitinfo (no handler, so none
     # is lost in a window before one is installed).  The target unblocks them.
-    ready_r, ready_w = os.pipe()
     with reporter.step("fork init"):
+        ready_r, ready_w = os.pipe()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
         # with SIG_IGN the kernel would reap the init's children itself, the target too
         on_child = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -75,7 +75,10 @@ def fork_init(
             # init never executes anything, so it costs nothing here
             _pyclone.prctl(_pyclone.PR_SET_NO_NEW_PRIVS, 1)
             load_seccomp(programs)
-    os.write(ready_w, _READY)
+    with contextlib.suppress(BrokenPipeError):
+        # a target that failed a step of its own is gone already: the loop
+        # below reaps it and passes its status on
+        os.write(ready_w, _READY)
     os.close(ready_w)
     close_except(keep)
     _init_loop(pid)
