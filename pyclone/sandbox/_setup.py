@@ -297,7 +297,7 @@ class Plan(StepReporter):
         os._exit(127)
 
 
-#: The signals CPython sets to SIG_IGN at start-up (see :meth:`Plan.execute`).
+#: The signals CPython sets to SIG_IGN at start-up (a command gets them back: process_setup).
 _PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
