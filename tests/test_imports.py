@@ -382,6 +382,21 @@ def test_run_help_loads_the_sandbox_and_not_the_rest() -> None:
     assert not loaded & {"pyclone.demo", "pyclone.probe"}
 
 
+def test_a_run_command_line_loads_neither_shutil_nor_dataclasses() -> None:
+    """Parsing ``run``'s options and building its Sandbox: argparse's formatter would load
+    shutil (with lzma and bz2) for the terminal's width, a dataclass inspect and ast."""
+    loaded = _loaded_by(
+        "from pyclone import cli\n"
+        "from pyclone.sandbox import sandbox_from_args\n"
+        "words = ['run', '--unshare-all', '--ro-bind', '/usr', '/usr', '--', 'true']\n"
+        "sandbox_from_args(cli.build_parser('run', others=False).parse_args(words))\n"
+    )
+    assert "pyclone.sandbox._cli" in loaded
+    assert not loaded & {"shutil", "lzma", "bz2"}
+    if sys.version_info < (3, 14):  # 3.14's traceback loads dataclasses for _colorize
+        assert not loaded & ONLY_FOR_COLORIZE
+
+
 def test_the_help_lines_kept_in_cli_are_the_subcommands_own() -> None:
     """``pyclone --help`` reads the lines in :data:`pyclone.cli.COMMANDS`; they must not drift."""
     full = cli.build_parser()

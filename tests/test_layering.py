@@ -30,7 +30,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pyclone"
 #: it may name only a module listed before the importing one.
 LAYERS: list[tuple[str, list[str]]] = [
     ("the C extension", ["_pyclone"]),
-    ("vocabulary", ["flags", "_procfs", "_fd", "_checks", "_lazy"]),
+    ("vocabulary", ["flags", "_procfs", "_fd", "_checks", "_lazy", "_helpformat"]),
     (
         "kernel model and thin wrappers",
         [

@@ -61,6 +61,20 @@ def test_bad_options_are_refused_at_construction(kwargs: dict[str, Any], error: 
         Sandbox(**kwargs)
 
 
+def test_replace_makes_a_checked_copy() -> None:
+    sb = Sandbox(**BWRAP_LIKE, hostname="box")
+    other = sb.replace(hostname="other", tmpfs=["/run"])
+    assert type(other) is Sandbox and sb.hostname == "box"
+    assert (other.hostname, other.tmpfs, other.ro_bind) == ("other", ("/run",), sb.ro_bind)
+    assert sb.replace() == sb and hash(sb.replace()) == hash(sb)
+    with pytest.raises(ValueError, match="hostname needs a uts namespace"):
+        sb.replace(new=["mnt", "user"])
+    with pytest.raises(TypeError, match="unknown options: _flags, no_such"):
+        sb.replace(no_such=1, _flags=0)
+    with pytest.raises(AttributeError, match="frozen"):
+        del other.hostname
+
+
 def test_description_is_frozen_hashable_picklable_and_reads_well() -> None:
     sb = Sandbox(**BWRAP_LIKE, hostname="box", rlimits={"nofile": 64}, setenv={"A": "1"})
     assert pickle.loads(pickle.dumps(sb)) == sb

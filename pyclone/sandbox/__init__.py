@@ -1,6 +1,6 @@
 """Sandboxes built from namespaces: :class:`Sandbox`, :class:`SandboxError`, ``pyclone run``.
 
-A :class:`Sandbox` is a declarative description (a frozen dataclass: reusable,
+A :class:`Sandbox` is a declarative description (a frozen value: reusable,
 hashable, picklable).  :meth:`Sandbox.spawn` creates a fork-like task with the
 namespaces it names; the parent writes the uid/gid maps while the child waits
 on a gate, then the child runs the setup steps in plain Python over thin

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import _pyclone
+from .._helpformat import RawDescriptionHelpFormatter
 from . import _cli_errors, _cli_seccomp, _cli_status, _cli_userns
 from ._cli_ops import add_filesystem_options, check_modifiers, filesystem
 from ._hold import read_to_end
@@ -194,7 +195,7 @@ def add_parser(subparsers: Any) -> None:
             "run",
             help="run a command in a sandbox (bubblewrap-style options)",
             description=_HELP + "\n" + _PARSING,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=RawDescriptionHelpFormatter,
             usage="%(prog)s [OPTIONS...] [--] COMMAND [ARGS...]",
             allow_abbrev=False,
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from ..task import Task
@@ -105,12 +104,15 @@ def namespaces(args: argparse.Namespace, new: set[str]) -> set[str]:
     return new - {"user"}  # not the one an unprivileged caller gets by default
 
 
-@dataclass
 class Reports:
     """The ``--info-fd`` and ``--json-status-fd`` descriptors of one ``pyclone run``."""
 
-    info_fd: int | None
-    status_fd: int | None
+    def __init__(self, info_fd: int | None, status_fd: int | None) -> None:
+        self.info_fd = info_fd
+        self.status_fd = status_fd
+
+    def __repr__(self) -> str:
+        return f"<pyclone run reports info_fd={self.info_fd} json_status_fd={self.status_fd}>"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Reports:

@@ -1,4 +1,4 @@
-"""The options of a sandbox: a frozen dataclass whose options are checked when it is built.
+"""The options of a sandbox: a frozen, hashable value whose options are checked when it is built.
 
 :class:`~pyclone.Sandbox` (in :mod:`._spec`) adds starting it; the launch
 and the child's setup read a description through this base class, so they
@@ -7,11 +7,9 @@ never import what starts them.
 
 from __future__ import annotations
 
-import dataclasses
 import errno as errno_mod
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ..flags import CloneFlag
 from ..spec import NAMESPACES
@@ -39,9 +37,14 @@ from ._names import DEFAULT_NEW
 from ._seccomp import Program, check_programs
 
 
-@dataclass(frozen=True, repr=False, init=False)
 class Description:
-    """The options of a :class:`Sandbox`, checked when built (the class adds starting it)."""
+    """The options of a :class:`Sandbox`, checked when built (the class adds starting it).
+
+    A plain class rather than a dataclass: ``dataclasses`` loads ``inspect``
+    and ``ast``, about a tenth of what ``pyclone run`` costs before its
+    sandbox starts.  The class attributes below are the options' defaults
+    (in their stored form); :data:`FIELDS` names them in order.
+    """
 
     new: frozenset[str] = DEFAULT_NEW
     uid: int | None = None
@@ -93,7 +96,8 @@ class Description:
     userns_block_fd: int | None = None
     exec_label: str | None = None
     file_label: str | None = None
-    _flags: CloneFlag = field(default=CloneFlag(0), init=False, compare=False)
+    #: the namespaces as clone flags (derived from ``new``: not compared)
+    _flags: CloneFlag = CloneFlag(0)
 
     def __init__(
         self,
@@ -393,19 +397,37 @@ class Description:
         check_label(self.exec_label, "exec_label")
         check_label(self.file_label, "file_label")
 
+    # -- a frozen value ----------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"a Sandbox is frozen: cannot set {name!r} (replace() makes a copy)")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"a Sandbox is frozen: cannot delete {name!r}")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Description)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
     # -- presentation ------------------------------------------------------
 
     def __repr__(self) -> str:
         parts = []
-        for f in dataclasses.fields(self):
-            if not f.init:
-                continue
-            value = getattr(self, f.name)
-            if value == f.default:
+        for name in FIELDS:
+            value = getattr(self, name)
+            if value == getattr(Description, name):
                 continue
             if isinstance(value, frozenset):
                 value = sorted(value)
-            parts.append(f"{f.name}={value!r}")
+            parts.append(f"{name}={value!r}")
         return f"Sandbox({', '.join(parts)})"
 
     def _root_mode(self) -> bool:
@@ -414,3 +436,7 @@ class Description:
         if any(op.kind not in MOUNT_ONLY_KINDS for op in self.ops):
             return True
         return bool(self.bind or self.ro_bind or self.dev_bind or self.symlink or self.dev)
+
+
+#: The options, in the order of the keyword arguments (a repr lists them so).
+FIELDS: tuple[str, ...] = tuple(vars(Description)["__init__"].__kwdefaults__)

@@ -1,6 +1,6 @@
 """The child's side of a sandbox: the setup steps from the new namespaces to the exec.
 
-Everything the child needs is captured in a :class:`_Plan` in the parent
+Everything the child needs is captured in a :class:`Plan` in the parent
 before the clone; the steps run in plain Python over thin syscalls (mount,
 pivot_root, prctl, capset) and each failure is reported as the step it was.
 """
@@ -17,7 +17,6 @@ import signal
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .. import _pyclone, _transport
@@ -40,33 +39,59 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
 
-@dataclass
 class Plan(StepReporter):
-    """Everything the child needs, captured in the parent before the clone."""
+    """Everything the child needs, captured in the parent before the clone.
 
-    sandbox: Description
-    command: tuple[str, ...] | None
-    target: Callable[..., Any] | None
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    stdio: tuple[int | None, ...]
-    status_fd: int
-    status_r: int
-    life_r: int
-    life_w: int
-    cap_last: int
-    caps: int
-    caps_inheritable: bool
-    seccomp: Any
-    #: The caller's descriptors the child closes first (see ``Sandbox.spawn``).
-    parent_fds: tuple[int, ...] = ()
-    prefixes: tuple[str, ...] = ()
-    #: The directory the command starts in once chosen (None: the caller's, unchanged).
-    started_in: str | None = None
-    #: The mount plan, made in the parent (see :func:`._mounts.setup_mounts`).
-    ops: list[FsOp] = field(default_factory=list)
-    #: In the target under an init: its ready pipe (see :func:`._init.await_init`).
-    init_ready: int | None = None
+    A plain class (not a dataclass, which would load ``inspect`` for the
+    command line): the launch builds it with keywords.
+    """
+
+    def __init__(
+        self,
+        *,
+        sandbox: Description,
+        command: tuple[str, ...] | None,
+        target: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stdio: tuple[int | None, ...],
+        status_fd: int,
+        status_r: int,
+        life_r: int,
+        life_w: int,
+        cap_last: int,
+        caps: int,
+        caps_inheritable: bool,
+        seccomp: Any,
+        parent_fds: tuple[int, ...] = (),
+        ops: list[FsOp] | None = None,
+    ) -> None:
+        self.sandbox = sandbox
+        self.command = command
+        self.target = target
+        self.args = args
+        self.kwargs = kwargs
+        self.stdio = stdio
+        self.status_fd = status_fd
+        self.status_r = status_r
+        self.life_r = life_r
+        self.life_w = life_w
+        self.cap_last = cap_last
+        self.caps = caps
+        self.caps_inheritable = caps_inheritable
+        self.seccomp = seccomp
+        #: The caller's descriptors the child closes first (see ``Sandbox.spawn``).
+        self.parent_fds = parent_fds
+        self.prefixes = ()
+        #: The directory the command starts in once chosen (None: the caller's, unchanged).
+        self.started_in: str | None = None
+        #: The mount plan, made in the parent (see :func:`._mounts.setup_mounts`).
+        self.ops: list[FsOp] = [] if ops is None else ops
+        #: In the target under an init: its ready pipe (see :func:`._init.await_init`).
+        self.init_ready: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<pyclone.sandbox setup plan: command={self.command!r} {self.sandbox!r}>"
 
     # -- entry point ---------------------------------------------------------
 

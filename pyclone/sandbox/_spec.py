@@ -14,7 +14,7 @@ from typing import Any
 
 from ..task import Task
 from . import _run
-from ._description import Description
+from ._description import FIELDS, Description
 
 
 class Sandbox(Description):
@@ -207,6 +207,17 @@ class Sandbox(Description):
         keeps ``CAP_SYS_ADMIN``; the kernel checks each program (EINVAL names
         the step ``seccomp_programs``).
     """
+
+    def replace(self, **changes: Any) -> Sandbox:
+        """A copy with the options in ``changes`` replaced, checked as when built.
+
+        ``TypeError`` names an option that does not exist; the other errors
+        are the constructor's.  The original is left as it was.
+        """
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise TypeError(f"replace() got unknown options: {', '.join(unknown)}")
+        return self.__class__(**{name: getattr(self, name) for name in FIELDS} | changes)
 
     # -- running -----------------------------------------------------------
 
