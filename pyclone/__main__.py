@@ -1,7 +1,5 @@
 """``python -m pyclone``: see :mod:`pyclone.cli`."""
 
-import sys
+from .cli import console
 
-from .cli import main
-
-sys.exit(main())
+console()

@@ -76,11 +76,11 @@ def _console_script() -> str:
     return script
 
 
-def test_console_script_entry_point_is_cli_main() -> None:
+def test_console_script_entry_point_is_cli_console() -> None:
     _console_script()
     (point,) = importlib.metadata.entry_points(group="console_scripts", name="pyclone")
-    assert point.value == "pyclone.cli:main"
-    assert point.load() is cli.main
+    assert point.value == "pyclone.cli:console"
+    assert point.load() is cli.console
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,24 @@ def test_cli_passes_the_exit_status_through(who: str) -> None:
     assert done.stdout.split() == [uid, "bin", "dev", "lib", "lib64", "proc", "tmp", "usr"]
 
 
+@pytest.mark.parametrize("tool", ["pyclone", "bwrap"])
+def test_cli_status_with_stdout_closed_is_the_commands_as_under_bwrap(tool: str) -> None:
+    """``pyclone run`` ends without the interpreter's finalization: its own stdout closed
+    (so sys.stdout is None) changes nothing, the command's status comes through."""
+    require_root()
+    argv = [require_bwrap()] if tool == "bwrap" else [sys.executable, "-m", "pyclone", "run"]
+    line = [*argv, *BWRAP_ARGS, "--", "sh", "-c", "echo err >&2; exit 5"]
+    done = subprocess.run(
+        ["bash", "-c", 'exec "$@" >&-', "bash", *line],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=dict(os.environ, PYTHONPATH=ROOT_DIR),
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (5, "err\n")
+
+
 @WHO
 def test_cli_reports_setup_failures(who: str) -> None:
     # bwrap's wording, after the program's name, and bwrap's status 1 unless
