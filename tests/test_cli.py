@@ -97,3 +97,23 @@ def test_console_script_exits_with_mains_status(argv: list[str], status: int) ->
     assert done.returncode == status, done.stderr
     if status == 2:
         assert done.stderr.startswith("pyclone run: ")
+
+
+def test_help_is_as_wide_as_columns_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formatter finds the width as shutil would: ``$COLUMNS`` first, asked each time."""
+    for columns in (60, 100):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        text = cli.build_parser("run").format_help()
+        assert max(len(line) for line in text.splitlines()) <= columns - 2
+        assert text == _with_argparse_width(columns)
+
+
+def _with_argparse_width(columns: int) -> str:
+    """What argparse's own formatter, at the width shutil gives, makes of the same parser."""
+    parser = cli.build_parser("run")
+
+    def formatter(prog: str) -> argparse.HelpFormatter:
+        return argparse.HelpFormatter(prog, width=shutil.get_terminal_size().columns - 2)
+
+    parser.formatter_class = formatter
+    return parser.format_help()
