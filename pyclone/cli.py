@@ -108,10 +108,13 @@ def console() -> NoReturn:
     removed when the command ends); but the clone made every page of this
     interpreter copy-on-write, so the collections and module teardown of a
     normal exit would fault in page after page: about 12 ms here, more
-    than a tenth of the whole command.
+    than a tenth of the whole command.  With ``-X dev`` or warning options
+    (``-W``, ``PYTHONWARNINGS``) the exit is the normal one, so that the
+    warnings of finalization (an unclosed file's ResourceWarning) still
+    reach whoever asked for them.
     """
     status = main()
-    if _command(sys.argv[1:]) != "run":
+    if _command(sys.argv[1:]) != "run" or sys.flags.dev_mode or sys.warnoptions:
         sys.exit(status)
     # as the interpreter's own exit: 120 if stdout cannot be flushed, stderr's failure ignored
     for stream, failed in ((sys.stdout, 120), (sys.stderr, status)):

@@ -117,3 +117,29 @@ def _with_argparse_width(columns: int) -> str:
 
     parser.formatter_class = formatter
     return parser.format_help()
+
+
+@pytest.mark.parametrize(
+    ("options", "finalized"), [([], False), (["-X", "dev"], True), (["-W", "default"], True)]
+)
+def test_run_skips_finalization_unless_warnings_were_asked_for(
+    options: list[str], finalized: bool
+) -> None:
+    """``python -m pyclone run`` ends with os._exit (atexit handlers do not run), but
+    not under ``-X dev`` or ``-W``, whose finalization warnings someone wants to see."""
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('finalized'))\n"
+        "sys.argv = ['pyclone', 'run', '--distinct-exit-codes']\n"
+        "runpy.run_module('pyclone', run_name='__main__', alter_sys=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, *options, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr  # no COMMAND: pyclone's usage status
+    assert "no COMMAND given" in done.stderr
+    assert done.stdout == ("finalized\n" if finalized else "")
