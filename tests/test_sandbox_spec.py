@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from typing import Any
 
@@ -67,6 +68,7 @@ def test_replace_makes_a_checked_copy() -> None:
     assert type(other) is Sandbox and sb.hostname == "box"
     assert (other.hostname, other.tmpfs, other.ro_bind) == ("other", ("/run",), sb.ro_bind)
     assert sb.replace() == sb and hash(sb.replace()) == hash(sb)
+    assert copy.copy(sb) == sb and copy.deepcopy(sb) == sb  # a copy bypasses the frozen setattr
     with pytest.raises(ValueError, match="hostname needs a uts namespace"):
         sb.replace(new=["mnt", "user"])
     with pytest.raises(TypeError, match="unknown options: _flags, no_such"):
