@@ -28,8 +28,9 @@ def terminal_columns() -> int:
     return columns if columns > 0 else 80
 
 
-class _TerminalWidth(argparse.HelpFormatter):
-    """Passes argparse's own default width (the terminal's, less 2) unless one is given."""
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's default formatter, given argparse's own default width (the terminal's,
+    less 2) unless a width is passed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if len(args) < 4 and "width" not in kwargs:
@@ -37,9 +38,5 @@ class _TerminalWidth(argparse.HelpFormatter):
         super().__init__(*args, **kwargs)
 
 
-class HelpFormatter(_TerminalWidth, argparse.HelpFormatter):
-    """argparse's default formatter."""
-
-
-class RawDescriptionHelpFormatter(_TerminalWidth, argparse.RawDescriptionHelpFormatter):
-    """argparse's formatter that keeps the description's own line breaks."""
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The same, keeping the description's own line breaks."""
