@@ -26,7 +26,8 @@ from ._reaper import (
     parent_status,
     reported_code,
 )
-from ._transport import FRAME, frame_complete, over_limit, piped_result, shared_result
+from ._task_pipe import ResultPipe
+from ._transport import piped_result, shared_result
 from .errors import TimeoutExpired
 from .flags import CloneFlag, flag_names
 
@@ -39,6 +40,7 @@ _WALL: int = _pyclone.WALL
 _THREAD = int(CloneFlag.THREAD)
 _PARENT = int(CloneFlag.PARENT)
 _getpid = os.getpid
+_await_exit = _pyclone._await_exit
 _native_id = threading.get_native_id
 
 
@@ -51,7 +53,7 @@ else:
     T = TypeVar("T", covariant=True)
 
 
-class Task(Generic[T]):
+class Task(ResultPipe, Generic[T]):
     """A task created by pyclone, shaped like :class:`subprocess.Popen`.
 
     ``pid`` is the task's id; ``tgid`` the thread-group id the kernel gave it (its own pid for a
@@ -223,9 +225,12 @@ class Task(Generic[T]):
         parent, not by pyclone: its status can be read once that parent
         has reaped it, so this waits for that too.
         """
-        if timeout is None and self._is_thread and not self.ended:
-            self._join()  # the common thread wait, in as few calls as it takes
-            return self.returncode
+        if timeout is None and not self.ended:
+            if self._is_thread:
+                self._join()  # the common thread wait, in as few calls as it takes
+                return self.returncode
+            if self._await_piped():
+                return self.returncode
         check_timeout(timeout)
         if not self.ended and not self._wait(timeout):
             raise TimeoutExpired(self.pid, timeout if timeout is not None else 0.0)
@@ -258,6 +263,33 @@ class Task(Generic[T]):
                 return False
             self._drain_result()
             code = maybe
+        self._finish(code)
+        return True
+
+    def _await_piped(self) -> bool:
+        """Wait with no time limit for a task this process reaps, its result pipe read meanwhile.
+
+        One C call polls, reads the frame and reaps: every Python object
+        touched while a fork-like child lives costs a copy-on-write fault,
+        so the common wait touches as few as it can.  False (nothing done
+        but the reading) where it does not apply or the kernel has no
+        status for us: :meth:`_wait` takes over then.
+        """
+        owner = self._pidfd
+        result = self._result_fd
+        if owner is None or result is None or self._run is not None or int(self.flags) & _PARENT:
+            return False
+        pidfd, fd = owner.fd, result.fd
+        if pidfd is None:
+            return False
+        limit = self._result_limit
+        code, close = _await_exit(
+            pidfd, -1 if fd is None else fd, self._buffer, -1 if limit is None else limit
+        )
+        if close:
+            self._close_result_fd()
+        if code is None:
+            return False  # reaped by the kernel (SIGCHLD ignored): _wait asks the parent
         self._finish(code)
         return True
 
@@ -340,65 +372,6 @@ class Task(Generic[T]):
             self.kill()
         await self.wait_async()
         self.close()
-
-    # -- the result pipe --------------------------------------------------
-
-    def _result_number(self) -> int | None:
-        owner = self._result_fd
-        return None if owner is None else owner.fd
-
-    def _read_result_chunk(self) -> bool:
-        """Read what is available; False at end of file or a complete frame."""
-        result_fd = self._result_number()
-        if result_fd is None:
-            return False
-        try:
-            data = os.read(result_fd, 1 << 16)
-        except BlockingIOError:
-            return True
-        if data and self._take_result_data(data):
-            return True
-        if not data or self._result_refused():
-            self._close_result_fd()
-        return False
-
-    def _take_result_data(self, data: bytes) -> bool:
-        """Keep ``data`` of the frame; False once there is nothing more to read.
-
-        A frame declaring more than the task's result limit is not read on:
-        its header is kept (result() reports the size), and the reader
-        closes the pipe (see :meth:`_result_refused`), so a sender that goes
-        on writing gets EPIPE instead of blocking on a full pipe.
-        """
-        self._buffer += data
-        if over_limit(self._buffer, self._result_limit):
-            del self._buffer[FRAME.size :]
-            return False
-        return not frame_complete(self._buffer)
-
-    def _result_refused(self) -> bool:
-        return over_limit(self._buffer, self._result_limit)
-
-    def _drain_result(self) -> None:
-        result_fd = self._result_number()
-        if result_fd is None or frame_complete(self._buffer):
-            return  # the child sends one frame: nothing more to read
-        os.set_blocking(result_fd, False)
-        while not frame_complete(self._buffer) and self._read_result_chunk():
-            if (result_fd := self._result_number()) is None:
-                break
-            try:
-                more = select.select([result_fd], [], [], 0)[0]
-            except (OSError, ValueError):
-                break
-            if not more:
-                break
-
-    def _close_result_fd(self) -> None:
-        owner = self._result_fd
-        if owner is not None:
-            self._result_fd = None
-            owner.close()
 
     def _release_fds(self) -> None:
         """Close every descriptor this Task owns; each owner closes its own once."""

@@ -1,8 +1,12 @@
 /*
- * pidfd.c: pidfd_send_signal(2), with an optional sigqueue-style value.
- * A thin entry point; the policy is in pyclone.pidfd and pyclone.task.
+ * pidfd.c: pidfd_send_signal(2), with an optional sigqueue-style value, and
+ * the blocking wait of a fork-like task: its pidfd polled while its result
+ * pipe is read.  Thin entry points; the policy is in pyclone.pidfd and
+ * pyclone._task.
  */
 #include "pyclone.h"
+
+#include <poll.h>
 
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
@@ -60,7 +64,149 @@ pyclone_pidfd_send_signal(PyObject *Py_UNUSED(module), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The result frame: a little-endian u64 payload size, then the payload. */
+#define FRAME_HEADER 8
+#define READ_CHUNK 65536
+
+enum { FRAME_OPEN, FRAME_DONE, FRAME_CLOSE };
+
+/* What the bytes in buffer say: the frame is incomplete, complete, or
+ * declares more than limit bytes (then only its header is kept); -1 with
+ * an exception set. */
+static int
+frame_state(PyObject *buffer, long long limit)
+{
+    Py_ssize_t have = PyByteArray_GET_SIZE(buffer);
+    if (have < FRAME_HEADER) {
+        return FRAME_OPEN;
+    }
+    const unsigned char *b = (const unsigned char *)PyByteArray_AS_STRING(buffer);
+    uint64_t size = 0;
+    for (int i = FRAME_HEADER - 1; i >= 0; i--) {
+        size = (size << 8) | b[i];
+    }
+    if (limit >= 0 && size > (uint64_t)limit) {
+        return PyByteArray_Resize(buffer, FRAME_HEADER) < 0 ? -1 : FRAME_CLOSE;
+    }
+    return (uint64_t)(have - FRAME_HEADER) >= size ? FRAME_DONE : FRAME_OPEN;
+}
+
+/* One read of what fd has (it polled readable) appended to buffer: 1 if
+ * bytes came, 0 at end of file, -1 with an exception set. */
+static int
+read_into(int fd, PyObject *buffer)
+{
+    Py_ssize_t have = PyByteArray_GET_SIZE(buffer);
+    if (PyByteArray_Resize(buffer, have + READ_CHUNK) < 0) {
+        return -1;
+    }
+    ssize_t n;
+    do { /* a readable pipe does not block: retrying cannot delay a handler */
+        n = read(fd, PyByteArray_AS_STRING(buffer) + have, READ_CHUNK);
+    } while (n < 0 && errno == EINTR);
+    int saved = errno;
+    if (PyByteArray_Resize(buffer, have + (n > 0 ? n : 0)) < 0) {
+        return -1;
+    }
+    if (n < 0) {
+        if (saved == EAGAIN) {
+            return 1; /* another reader took it: poll again */
+        }
+        errno = saved;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return n > 0;
+}
+
+PyDoc_STRVAR(
+    await_exit_doc,
+    "_await_exit($module, pidfd, fd, buffer, limit, /)\n"
+    "--\n\n"
+    "Block until the task of pidfd ends, reading its result frame from fd\n"
+    "(-1: none) into the bytearray buffer meanwhile and once it has ended,\n"
+    "then reap it: (returncode, close_fd).  returncode is None if the\n"
+    "kernel has no status for this process (ECHILD); close_fd is True when\n"
+    "fd reached end of file or the frame declared more than limit bytes\n"
+    "(limit < 0: no limit), whose header alone is kept.  Signal handlers\n"
+    "run during the wait; one that raises ends it, with what was read\n"
+    "kept in buffer.");
+
+static PyObject *
+pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int pidfd, fd;
+    PyObject *buffer;
+    long long limit;
+    if (!PyArg_ParseTuple(args, "iiO!L:_await_exit", &pidfd, &fd,
+                          &PyByteArray_Type, &buffer, &limit)) {
+        return NULL;
+    }
+    struct pollfd p[2] = {{.fd = pidfd, .events = POLLIN},
+                          {.fd = fd, .events = POLLIN}};
+    int reading = fd >= 0;
+    int st = frame_state(buffer, limit);
+    if (st < 0) {
+        return NULL;
+    }
+    reading = reading && st == FRAME_OPEN;
+    int close_fd = st == FRAME_CLOSE;
+    int ended = 0;
+    for (;;) {
+        int r;
+        /* Once the task has ended, only what the pipe holds now is read. */
+        Py_BEGIN_ALLOW_THREADS
+        r = ended ? poll(p + 1, 1, 0) : poll(p, reading ? 2 : 1, -1);
+        Py_END_ALLOW_THREADS
+        if (r < 0) {
+            if (errno != EINTR) {
+                return PyErr_SetFromErrno(PyExc_OSError);
+            }
+            if (PyErr_CheckSignals() < 0) {
+                return NULL;
+            }
+            continue;
+        }
+        if (reading && p[1].revents) {
+            int got = read_into(fd, buffer);
+            if (got < 0) {
+                return NULL;
+            }
+            st = got ? frame_state(buffer, limit) : FRAME_CLOSE;
+            if (st < 0) {
+                return NULL;
+            }
+            reading = st == FRAME_OPEN;
+            close_fd = st == FRAME_CLOSE;
+        } else if (ended) {
+            break; /* nothing more there now */
+        }
+        if (!ended && p[0].revents) {
+            ended = 1;
+        }
+        if (ended && !reading) {
+            break;
+        }
+    }
+    siginfo_t info;
+    int r;
+    memset(&info, 0, sizeof(info));
+    do {
+        r = waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &info,
+                   WEXITED | WALL_OPTION);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        if (errno != ECHILD) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return Py_BuildValue("(OO)", Py_None, close_fd ? Py_True : Py_False);
+    }
+    int code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+    return Py_BuildValue("(iO)", code, close_fd ? Py_True : Py_False);
+}
+
 PyMethodDef pyclone_pidfd_methods[] = {
+    {"_await_exit", pyclone_await_exit, METH_VARARGS, await_exit_doc},
     {"pidfd_send_signal", pyclone_pidfd_send_signal, METH_VARARGS,
      pidfd_send_signal_doc},
     {NULL, NULL, 0, NULL},

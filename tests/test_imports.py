@@ -182,6 +182,7 @@ CORE = frozenset(
         "pyclone._reaper",
         "pyclone._task",
         "pyclone._task_async",
+        "pyclone._task_pipe",
         "pyclone._transport",
         "pyclone.actions",
         "pyclone.borrowed",

@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("creating tasks", ["clone3_api", "_clone_api", "borrowed"]),
     ("task plumbing", ["_transport", "_reaper"]),
-    ("the Task object", ["_task"]),
+    ("the Task object", ["_task", "_task_pipe"]),
     ("launching", ["_gate", "_launch"]),
     ("the public task module", ["task"]),
     ("tools built on tasks", ["sandbox", "bench", "demo", "strategies", "testing"]),
