@@ -14,6 +14,7 @@ from typing import Any
 from . import _pyclone
 from . import errors as _errors  # noqa: F401  (installs the error hook the C call uses)
 from ._exitsig import check_exit_signal
+from ._preload import load as load_child_modules
 from .actions import Action, signal_steps
 from .flags import check_flags
 
@@ -72,6 +73,8 @@ def clone(
     the flags, and :class:`~pyclone.UnsupportedFlags` for flag sets pyclone
     refuses.
     """
+    if not isinstance(fn, Action):
+        load_child_modules()  # what a Python child may import, before it exists
     check_flags(flags)
     sig = flags & _CSIGNAL
     if (sig and sig != _SIGCHLD) or allow_fatal_exit_signal is not False:

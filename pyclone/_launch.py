@@ -25,6 +25,7 @@ from ._exitsig import check_exit_signal
 from ._fd import Fd, close_all, hold_signals, pipe, release_signals
 from ._gate import GATE_FAILED_STATUS as GATE_FAILED_STATUS
 from ._gate import _gated_child, _number, _prepare_and_open_gate
+from ._preload import load as load_child_modules
 from ._procfs import write_file
 from ._reaper import _active, _cleanup
 from ._task import Task
@@ -338,6 +339,7 @@ def _spawn(
     cgroup: Cgroup | None = None,
     child_prepare: Callable[[], None] | None = None,
     child_enter: Callable[[], None] | None = None,
+    outcome: bool = True,
 ) -> Task:
     """Create the task; the machinery behind :func:`spawn_task` and its callers.
 
@@ -351,9 +353,14 @@ def _spawn(
     is raised in the parent).  ``child_enter()`` runs in the child after
     the gate, just before the target (its errors come back as the
     target's).  ``cgroup`` is placed as :func:`spawn_task` describes.
+    ``outcome=False`` is for a target that never returns and raises only
+    what it reports on its own (a sandbox's setup before its exec): the
+    modules that send an outcome back are then not loaded for it.
     """
     if not callable(target):
         raise TypeError(f"target must be callable, not {type(target).__name__}")
+    if outcome:
+        load_child_modules()
     args = positional_args(args)
     kw: Mapping[str, Any] = {} if kwargs is None else kwargs
     if isinstance(exit_signal, bool) or not isinstance(exit_signal, int):

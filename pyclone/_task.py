@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from . import _pyclone, _task_async
+from . import _pyclone, _task_async, errors
 from ._checks import check_timeout
 from ._fd import Fd, close_all
 from ._lazy import asyncio  # the real asyncio (with ssl, sockets) loads when a task is awaited
@@ -28,7 +28,6 @@ from ._reaper import (
 )
 from ._task_pipe import ResultPipe
 from ._transport import piped_result, shared_result
-from .errors import TimeoutExpired
 from .flags import CloneFlag, flag_names
 
 __all__ = ["Task"]
@@ -233,7 +232,7 @@ class Task(ResultPipe, Generic[T]):
                 return self.returncode
         check_timeout(timeout)
         if not self.ended and not self._wait(timeout):
-            raise TimeoutExpired(self.pid, timeout if timeout is not None else 0.0)
+            raise errors.TimeoutExpired(self.pid, timeout if timeout is not None else 0.0)
         return self.returncode
 
     def _wait(self, timeout: float | None) -> bool:

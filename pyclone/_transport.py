@@ -19,16 +19,17 @@ import builtins
 import contextlib
 import io
 import os
-import pickle
 import signal
 import struct
 import sys
-import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._fd import release_signals
 from .errors import ChildError
+
+if TYPE_CHECKING:
+    import pickle
 
 #: The frame header: the payload's length.
 FRAME = struct.Struct("<Q")
@@ -51,22 +52,36 @@ PLAIN_GLOBALS = frozenset(
 )
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    """Rebuilds plain data and builtin exceptions: it refuses to look up anything else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "builtins" and name in PLAIN_GLOBALS:
-            return getattr(builtins, name)
-        raise pickle.UnpicklingError(
-            f"{module}.{name} is not plain data (a sandboxed callable's result may hold "
-            "None, bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, "
-            "set, frozenset, range, slice and builtin exceptions)"
-        )
-
-
 def plain_loads(data: bytes) -> Any:
     """:func:`pickle.loads` for a sender that is not trusted: plain data only."""
-    return _PlainUnpickler(io.BytesIO(data)).load()
+    return _plain_unpickler()(io.BytesIO(data)).load()
+
+
+def _plain_unpickler() -> type[pickle.Unpickler]:
+    """The unpickler that rebuilds plain data and builtin exceptions, and nothing else."""
+    global _PlainUnpickler
+    if _PlainUnpickler is not None:
+        return _PlainUnpickler
+    import pickle
+
+    class PlainUnpickler(pickle.Unpickler):
+        """Refuses to look up anything but :data:`PLAIN_GLOBALS`."""
+
+        def find_class(self, module: str, name: str) -> Any:
+            if module == "builtins" and name in PLAIN_GLOBALS:
+                return getattr(builtins, name)
+            raise pickle.UnpicklingError(
+                f"{module}.{name} is not plain data (a sandboxed callable's result may hold "
+                "None, bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, "
+                "set, frozenset, range, slice and builtin exceptions)"
+            )
+
+    _PlainUnpickler = PlainUnpickler
+    return PlainUnpickler
+
+
+#: Made on first use (see :func:`_plain_unpickler`), like pickle itself.
+_PlainUnpickler: type[pickle.Unpickler] | None = None
 
 
 def plain_results_only() -> None:
@@ -92,14 +107,21 @@ def _send_frame(fd: int, frame: bytes) -> None:
 
 
 def _framed(outcome: tuple[Any, ...]) -> bytes:
+    import pickle  # loaded by the creator before the clone (see pyclone._preload)
+
     payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
     if _plain_only:
         plain_loads(payload)  # what the creator will do: an UnpicklingError names the type
     return FRAME.pack(len(payload)) + payload
 
 
-#: The frame of a target that returned None, built once.
-_OK_NONE = _framed(("ok", None))
+#: The frame of a target that returned None: what ``_framed(("ok", None))`` makes
+#: with pickle's protocol 5 (written out: pickle loads on first use), and what
+#: every later pickle still reads.
+_OK_NONE = (
+    b"\x14\x00\x00\x00\x00\x00\x00\x00"  # the payload's 20 bytes
+    b"\x80\x05\x95\t\x00\x00\x00\x00\x00\x00\x00\x8c\x02ok\x94N\x86\x94."
+)
 
 
 def _child_main(
@@ -128,6 +150,8 @@ def _child_main(
     except SystemExit:
         raise
     except BaseException as exc:
+        import traceback  # loaded by the creator before the clone (see pyclone._preload)
+
         text = traceback.format_exc()
         sys.stderr.write(text)
         summary = f"{type(exc).__qualname__}: {exc}"
@@ -146,6 +170,8 @@ def _child_main(
     except BrokenPipeError:
         return 0
     except Exception as exc:
+        import traceback
+
         text = traceback.format_exc()
         summary = f"unpicklable result {type(value).__qualname__}: {exc}"
         _send(fd, ("error", None, text, summary))
@@ -161,6 +187,8 @@ def _portable(exc: BaseException) -> BaseException | None:
     type name, message and traceback text alone (so too, in a sandbox, for an
     exception that is not a builtin one or carries what is not plain data).
     """
+    import pickle
+
     loads = plain_loads if _plain_only else pickle.loads
     try:
         loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
@@ -204,10 +232,10 @@ def over_limit(buffer: bytearray, limit: int | None) -> bool:
 
 
 #: What unpickling a frame raises when the child's objects cannot be rebuilt
-#: here (a missing class, an ``__init__`` that the pickled args do not fit).
-#: Anything else (a KeyboardInterrupt from a signal handler) passes through.
+#: here (a missing class, an ``__init__`` that the pickled args do not fit),
+#: with pickle's UnpicklingError (added where pickle is loaded).  Anything else
+#: (a KeyboardInterrupt from a signal handler) passes through.
 _UNPICKLING_ERRORS = (
-    pickle.UnpicklingError,
     AttributeError,
     EOFError,
     ImportError,
@@ -245,9 +273,11 @@ def piped_result(
             f"task {pid} {describe_end(returncode)} without returning a result",
             returncode=returncode,
         )
+    import pickle
+
     # an untrusted frame may fail in any way: every error of it is the child's
     caught: type[Exception] | tuple[type[Exception], ...] = (
-        Exception if plain else _UNPICKLING_ERRORS
+        Exception if plain else (pickle.UnpicklingError, *_UNPICKLING_ERRORS)
     )
     try:
         payload = bytes(buffer[FRAME.size :])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, Union
 
@@ -208,6 +207,8 @@ def _spawn_borrowed(
         except (SystemExit, _ExitRequest, _ExecRequest):
             raise
         except BaseException as exc:
+            import traceback  # loaded by the creator before the clone (see pyclone._preload)
+
             outcome.append(("error", exc, traceback.format_exc()))
             return 1
         outcome.append(("ok", value))

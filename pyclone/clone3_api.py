@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 from . import _pyclone
 from ._exitsig import check_exit_signal
+from ._preload import load as load_child_modules
 from .actions import Action, signal_steps
 from .errors import UnsupportedFlags
 from .flags import CloneFlag, check_flags, flag_names
@@ -392,6 +393,8 @@ def clone3(
     dumps core or stops) raises :class:`ValueError` unless
     ``allow_fatal_exit_signal=True``; see :func:`pyclone.clone`.
     """
+    if not isinstance(fn, Action):
+        load_child_modules()  # what a Python child may import, before it exists
     if isinstance(flags, int) and not isinstance(flags, bool) and flags >= 0:
         check_exit_signal(
             exit_signal, flags, allow=allow_fatal_exit_signal, signal_steps=signal_steps(fn)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from . import _pyclone
@@ -11,30 +10,13 @@ from .flags import flag_names
 
 __all__ = ["ChildError", "TimeoutExpired", "UnsupportedFlags"]
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._timeout import TimeoutExpired as TimeoutExpired
+
 #: A flag set or child kind that pyclone refuses (a :class:`ValueError`).
 #: The message says why and what to use instead.
 UnsupportedFlags = _pyclone.UnsupportedFlags
-
-
-class TimeoutExpired(subprocess.TimeoutExpired, TimeoutError):
-    """A wait on a task did not finish within its timeout.
-
-    A :class:`subprocess.TimeoutExpired`, so code written for
-    :class:`subprocess.Popen` catches it too, and a builtin
-    :class:`TimeoutError`, so ``except TimeoutError`` does.  ``pid``
-    names the task.
-    """
-
-    def __init__(self, pid: int, timeout: float) -> None:
-        super().__init__(cmd=f"task {pid}", timeout=timeout)
-        self.pid = pid
-        self.args = (pid, timeout)  # OSError leaves them empty when __init__ is overridden
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.pid, self.timeout))
-
-    def __str__(self) -> str:
-        return f"task {self.pid} did not end within {self.timeout} seconds"
 
 
 class ChildError(Exception):
@@ -118,3 +100,16 @@ def clone_error(err: int, flags: int, api: str, exit_signal: int) -> OSError:
 
 
 _pyclone._set_error_hook(clone_error)
+
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        # TimeoutExpired subclasses subprocess's, and subprocess (with selectors)
+        # is a few milliseconds of import that most programs never need:
+        # ``pyclone run`` waits with no timeout, a wait that times out loads it.
+        if name == "TimeoutExpired":
+            from ._timeout import TimeoutExpired  # lazy: subprocess, for the first timeout
+
+            return TimeoutExpired
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

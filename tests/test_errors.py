@@ -5,6 +5,10 @@ from __future__ import annotations
 import errno
 import pickle
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 import pyclone
 from pyclone import ChildError, TimeoutExpired, UnsupportedFlags
@@ -46,3 +50,42 @@ def test_clone_error_names_flags_and_errno() -> None:
     assert str(exc).startswith("[Errno 1] clone(CLONE_NEWNET|SIGCHLD): Operation not permitted")
     exc3 = clone_error(errno.EINVAL, pyclone.CLONE_NEWTIME, "clone3", 0)
     assert "clone3(CLONE_NEWTIME, exit_signal=0)" in str(exc3)
+
+
+def test_timeout_expired_is_one_class_under_its_public_name() -> None:
+    """It lives in ``pyclone._timeout`` (so that subprocess loads late) but says pyclone.errors."""
+    from pyclone import _timeout, errors
+
+    assert errors.TimeoutExpired is TimeoutExpired is _timeout.TimeoutExpired
+    assert TimeoutExpired.__module__ == "pyclone.errors"
+    assert "TimeoutExpired" in errors.__all__
+    copy = pickle.loads(pickle.dumps(TimeoutExpired(77, 1.5)))
+    assert type(copy) is TimeoutExpired
+    assert (copy.pid, copy.timeout, str(copy)) == (
+        77,
+        1.5,
+        "task 77 did not end within 1.5 seconds",
+    )
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchError'"):
+        errors.NoSuchError  # noqa: B018
+
+
+def test_importing_the_errors_loads_subprocess_only_for_timeout_expired() -> None:
+    code = (
+        "import sys\n"
+        "sys.path[:0] = sys.argv[1:]\n"
+        "import pyclone.errors as e\n"
+        "assert 'subprocess' not in sys.modules\n"
+        "e.ChildError, e.UnsupportedFlags\n"
+        "assert 'subprocess' not in sys.modules\n"
+        "from pyclone.errors import TimeoutExpired\n"
+        "assert 'subprocess' in sys.modules and issubclass(TimeoutExpired, TimeoutError)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(Path(pyclone.__file__).parent.parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr

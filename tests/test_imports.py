@@ -23,6 +23,8 @@ import pytest
 import pyclone
 from pyclone import cli
 
+from conftest import require_root
+
 #: The directory the pyclone under test is imported from (the checkout, for an editable install).
 PATH_ENTRY = str(Path(pyclone.__file__).resolve().parent.parent)
 
@@ -89,7 +91,7 @@ STDLIB_ALLOWED = frozenset(
         "importlib._bootstrap",
         "importlib._bootstrap_external",
         "importlib.machinery",
-        # errors: TimeoutExpired is a subprocess.TimeoutExpired
+        # a wait that times out: TimeoutExpired is a subprocess.TimeoutExpired
         "subprocess",
         "_posixsubprocess",
         "selectors",
@@ -97,7 +99,7 @@ STDLIB_ALLOWED = frozenset(
         "_locale",
         "encodings",
         "time",
-        # _transport: the child pickles its result and formats its traceback
+        # the first launch of a callable: its child pickles its outcome, formats tracebacks
         "pickle",
         "_pickle",
         "_compat_pickle",
@@ -177,6 +179,7 @@ CORE = frozenset(
         "pyclone._gate",
         "pyclone._launch",
         "pyclone._lazy",
+        "pyclone._preload",
         "pyclone._procfs",
         "pyclone._pyclone",
         "pyclone._reaper",
@@ -396,6 +399,36 @@ def test_a_run_command_line_loads_neither_shutil_nor_dataclasses() -> None:
     assert not loaded & {"shutil", "lzma", "bz2"}
     if sys.version_info < (3, 14):  # 3.14's traceback loads dataclasses for _colorize
         assert not loaded & ONLY_FOR_COLORIZE
+
+
+#: What neither building a ``run`` sandbox nor running its command needs: the
+#: outcome of a Python child (pickle, traceback) and a timeout (subprocess).
+NEVER_FOR_A_COMMAND = frozenset({"pickle", "traceback", "subprocess", "selectors"})
+
+
+def test_a_run_command_line_loads_no_outcome_modules_nor_subprocess() -> None:
+    loaded = _loaded_by(
+        "from pyclone import cli\n"
+        "from pyclone.sandbox import sandbox_from_args\n"
+        "from pyclone.sandbox._run import run_command\n"
+        "words = ['run', '--unshare-all', '--ro-bind', '/usr', '/usr', '--', 'true']\n"
+        "sandbox_from_args(cli.build_parser('run', others=False).parse_args(words))\n"
+    )
+    assert "pyclone.sandbox._run" in loaded
+    assert not loaded & NEVER_FOR_A_COMMAND
+
+
+def test_running_a_command_in_a_sandbox_loads_no_outcome_modules_nor_subprocess() -> None:
+    """The whole of ``pyclone run``, its sandbox included, in a fresh interpreter."""
+    require_root("runs a sandbox with every namespace (root, or user namespaces)")
+    loaded = _loaded_by(
+        "from pyclone import cli\n"
+        "words = ['run', '--unshare-all', '--ro-bind', '/', '/', '--proc', '/proc',\n"
+        "         '--dev', '/dev', '--', '/bin/true']\n"
+        "assert cli.main(words) == 0\n"
+    )
+    assert "pyclone.sandbox._setup" in loaded
+    assert not loaded & NEVER_FOR_A_COMMAND
 
 
 def test_the_help_lines_kept_in_cli_are_the_subcommands_own() -> None:

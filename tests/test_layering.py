@@ -30,12 +30,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pyclone"
 #: it may name only a module listed before the importing one.
 LAYERS: list[tuple[str, list[str]]] = [
     ("the C extension", ["_pyclone"]),
-    ("vocabulary", ["flags", "_procfs", "_fd", "_checks", "_lazy", "_helpformat"]),
+    ("vocabulary", ["flags", "_procfs", "_fd", "_checks", "_lazy", "_helpformat", "_preload"]),
     (
         "kernel model and thin wrappers",
         [
             "rules",
             "spec",
+            "_timeout",
             "errors",
             "pidfd",
             "actions",

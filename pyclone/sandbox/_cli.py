@@ -17,6 +17,7 @@ from ._cli_ops import add_filesystem_options, check_modifiers, filesystem
 from ._hold import read_to_end
 from ._mounts import operations
 from ._names import DEFAULT_NEW
+from ._run import run_command
 from ._spec import Sandbox
 from ._status import SandboxError
 
@@ -508,7 +509,8 @@ def main(args: argparse.Namespace) -> int:
     if args.die_with_parent:
         _die_with_parent()
     try:
-        done = sandbox.run(
+        code, _, _ = run_command(
+            sandbox,
             command,
             on_start=lambda task: reports.started(sandbox, task),
             parent_fds=reports.fds(),
@@ -524,7 +526,6 @@ def main(args: argparse.Namespace) -> int:
         # e.g. pyclone.CgroupUnavailable (a RuntimeError) for --memory-max
         say(str(exc))
         return failed(_cli_errors.SETUP_FAILED)
-    code = done.returncode
     code = 128 - code if code < 0 else code
     reports.exited(code)
     return code

@@ -12,16 +12,15 @@ import contextlib
 import os
 import select
 import signal
-import subprocess
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import errors
 from .. import task as task_mod
 from .._checks import positional_args
 from ..cgroup import Cgroup
-from ..errors import TimeoutExpired
 from ..flags import CloneFlag
 from ..task import Task
 from ._caps import kept_caps, sets_inheritable
@@ -34,6 +33,9 @@ from ._mounts import operations
 from ._setup import Plan, cap_last
 from ._status import SandboxError, await_status, parent_step
 from ._userns import write_maps
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: The largest result a sandboxed callable may send back by default, in bytes.
 DEFAULT_RESULT_LIMIT = 64 << 20
@@ -147,6 +149,8 @@ def _launch(
             cgroup=cgroup,
             # before the gate: the caller's reports must not wait for the child's setup
             child_prepare=plan.close_parent_fds if plan.parent_fds else None,
+            # a command's setup reports its failures itself and ends in the exec
+            outcome=plan.target is not None,
         )
     except OSError as exc:
         if reached or cgroup is not None or isinstance(exc, SandboxError):
@@ -191,6 +195,42 @@ def run(
     parent_fds: Iterable[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """:meth:`Sandbox.run`: spawn the command, collect its output, wait for it."""
+    code, out, err = run_command(
+        sb,
+        argv,
+        timeout=timeout,
+        capture_output=capture_output,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        allow_threads=allow_threads,
+        on_start=on_start,
+        parent_fds=parent_fds,
+    )
+    import subprocess  # only for its result type: pyclone run returns the status alone
+
+    done = subprocess.CompletedProcess(
+        list(argv), code, out if capture_output else None, err if capture_output else None
+    )
+    if check:
+        done.check_returncode()
+    return done
+
+
+def run_command(
+    sb: Description,
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    capture_output: bool = False,
+    stdin: Any = None,
+    stdout: Any = None,
+    stderr: Any = None,
+    allow_threads: bool = False,
+    on_start: Callable[[Task], None] | None = None,
+    parent_fds: Iterable[int] = (),
+) -> tuple[int, bytes, bytes]:
+    """:func:`run` up to its result: the exit status and what was captured (else empty)."""
     if _check_target(argv) is None:
         raise TypeError("run() takes a command line; use spawn() for a callable")
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -221,12 +261,7 @@ def run(
         out, err = _finish(task, pipes, deadline, timeout)
     code = task.returncode
     assert code is not None
-    done = subprocess.CompletedProcess(
-        list(argv), code, out if capture_output else None, err if capture_output else None
-    )
-    if check:
-        done.check_returncode()
-    return done
+    return code, out, err
 
 
 def _also(
@@ -348,7 +383,7 @@ def _collect(
     while open_fds:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            raise TimeoutExpired(pid, timeout or 0.0)
+            raise errors.TimeoutExpired(pid, timeout or 0.0)
         ready, _, _ = select.select(list(open_fds), [], [], remaining)
         for fd in ready:
             data = os.read(fd, 65536)

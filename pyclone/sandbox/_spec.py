@@ -8,13 +8,15 @@ description without importing what starts them.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..task import Task
 from . import _run
 from ._description import FIELDS, Description
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 class Sandbox(Description):

@@ -1,0 +1,89 @@
+"""The modules a Python child may need are loaded in its creator, before the clone, once.
+
+Each check runs in a fresh ``-I -S`` interpreter, where neither pickle nor
+traceback is loaded at start-up, and reads ``sys.modules`` inside the child
+before its target has done anything: what it finds there was imported by
+the creator.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pyclone
+from pyclone import _transport
+
+from conftest import WAIT
+
+PATH_ENTRY = str(Path(pyclone.__file__).resolve().parent.parent)
+
+#: The statement's last line prints what the test compares.
+_PRELUDE = """
+import sys
+sys.path[:0] = sys.argv[1:]
+import pyclone
+MODULES = ("pickle", "traceback")
+def loaded():
+    return tuple(name in sys.modules for name in MODULES)
+"""
+
+
+def _run(statement: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _PRELUDE + statement, PATH_ENTRY],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_core_alone_loads_neither() -> None:
+    assert _run("pyclone.spawn_task; print(loaded())") == "(False, False)"
+
+
+@pytest.mark.parametrize("share", ["process", "vfork"])
+def test_a_callable_child_finds_them_loaded_before_its_target_runs(share: str) -> None:
+    out = _run(
+        f"task = pyclone.spawn_task(loaded, share={share!r})\n"
+        f"print(task.result({WAIT}), loaded())\n"
+    )
+    assert out == "(True, True) (True, True)"
+
+
+def test_a_raw_clone_child_finds_them_loaded_too() -> None:
+    """``pyclone.clone(fn)``: the child's exit status says what it found (3: not loaded)."""
+    out = _run(
+        "import os\n"
+        "pid = pyclone.clone(lambda: 0 if all(loaded()) else 3, 17)  # SIGCHLD\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    assert out == "0"
+
+
+def test_an_action_needs_neither() -> None:
+    """An action runs in C: launching one (even as a process) imports nothing for it."""
+    out = _run(
+        "from pyclone import actions\n"
+        f"assert pyclone.spawn_task(actions.exit(0)).wait({WAIT}) == 0\n"
+        "print(loaded())\n"
+    )
+    assert out == "(False, False)"
+
+
+def test_the_frame_of_a_none_result_is_what_pickle_makes() -> None:
+    """The frame kept written out (so that pickle loads on first use) is a valid one."""
+    import pickle
+
+    frame = _transport._OK_NONE
+    assert _transport.frame_complete(bytearray(frame))
+    assert _transport.FRAME.unpack_from(frame)[0] == len(frame) - _transport.FRAME.size
+    assert pickle.loads(frame[_transport.FRAME.size :]) == ("ok", None)
+    if pickle.HIGHEST_PROTOCOL == 5:
+        assert frame == _transport._framed(("ok", None))
