@@ -150,9 +150,7 @@ def _child_main(
     except SystemExit:
         raise
     except BaseException as exc:
-        import traceback  # loaded by the creator before the clone (see pyclone._preload)
-
-        text = traceback.format_exc()
+        text = _format_exc(exc)
         sys.stderr.write(text)
         summary = f"{type(exc).__qualname__}: {exc}"
         try:
@@ -170,13 +168,29 @@ def _child_main(
     except BrokenPipeError:
         return 0
     except Exception as exc:
-        import traceback
-
-        text = traceback.format_exc()
+        text = _format_exc(exc)
         summary = f"unpicklable result {type(value).__qualname__}: {exc}"
         _send(fd, ("error", None, text, summary))
         return 1
     return 0
+
+
+def _format_exc(exc: BaseException) -> str:
+    """The traceback text of ``exc``, being handled; its last line where none can be had.
+
+    :mod:`traceback` is loaded by the creator before the clone (see
+    :mod:`pyclone._preload`), except for a sandbox's command, whose setup
+    raises nothing unforeseen: should it, the import runs in the new root,
+    which need not hold the standard library.
+    """
+    try:
+        import traceback
+
+        return traceback.format_exc()
+    except Exception:
+        return (
+            f"{type(exc).__qualname__}: {exc}\n(no traceback: the traceback module cannot load)\n"
+        )
 
 
 def _portable(exc: BaseException) -> BaseException | None:

@@ -87,3 +87,17 @@ def test_the_frame_of_a_none_result_is_what_pickle_makes() -> None:
     assert pickle.loads(frame[_transport.FRAME.size :]) == ("ok", None)
     if pickle.HIGHEST_PROTOCOL == 5:
         assert frame == _transport._framed(("ok", None))
+
+
+def test_a_child_that_cannot_load_traceback_still_reports_its_error() -> None:
+    """A sandbox's command child does not preload it, and its new root may lack the stdlib."""
+    out = _run(
+        "from pyclone import _transport\n"
+        "sys.modules['traceback'] = None  # what a failed import leaves: ImportError\n"
+        "try:\n"
+        "    raise KeyError('lost')\n"
+        "except KeyError as exc:\n"
+        "    text = _transport._format_exc(exc)\n"
+        "print(repr(text))\n"
+    )
+    assert out == repr("KeyError: 'lost'\n(no traceback: the traceback module cannot load)\n")
