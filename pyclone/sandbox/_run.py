@@ -15,7 +15,7 @@ import signal
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import errors
 from .. import task as task_mod
@@ -33,9 +33,6 @@ from ._mounts import operations
 from ._setup import Plan, cap_last
 from ._status import SandboxError, await_status, parent_step
 from ._userns import write_maps
-
-if TYPE_CHECKING:
-    import subprocess
 
 #: The largest result a sandboxed callable may send back by default, in bytes.
 DEFAULT_RESULT_LIMIT = 64 << 20
@@ -180,43 +177,6 @@ def _launch(
     return task
 
 
-def run(
-    sb: Description,
-    argv: Sequence[str],
-    *,
-    timeout: float | None = None,
-    capture_output: bool = False,
-    stdin: Any = None,
-    stdout: Any = None,
-    stderr: Any = None,
-    check: bool = False,
-    allow_threads: bool = False,
-    on_start: Callable[[Task], None] | None = None,
-    parent_fds: Iterable[int] = (),
-) -> subprocess.CompletedProcess[bytes]:
-    """:meth:`Sandbox.run`: spawn the command, collect its output, wait for it."""
-    code, out, err = run_command(
-        sb,
-        argv,
-        timeout=timeout,
-        capture_output=capture_output,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        allow_threads=allow_threads,
-        on_start=on_start,
-        parent_fds=parent_fds,
-    )
-    import subprocess  # only for its result type: pyclone run returns the status alone
-
-    done = subprocess.CompletedProcess(
-        list(argv), code, out if capture_output else None, err if capture_output else None
-    )
-    if check:
-        done.check_returncode()
-    return done
-
-
 def run_command(
     sb: Description,
     argv: Sequence[str],
@@ -230,7 +190,7 @@ def run_command(
     on_start: Callable[[Task], None] | None = None,
     parent_fds: Iterable[int] = (),
 ) -> tuple[int, bytes, bytes]:
-    """:func:`run` up to its result: the exit status and what was captured (else empty)."""
+    """:meth:`Sandbox.run` up to its result: the exit status, and what was captured (else b"")."""
     if _check_target(argv) is None:
         raise TypeError("run() takes a command line; use spawn() for a callable")
     deadline = None if timeout is None else time.monotonic() + timeout

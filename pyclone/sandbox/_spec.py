@@ -317,7 +317,7 @@ class Sandbox(Description):
         SIGPIPE and SIGXFSZ at their default actions (the interpreter ignores
         both for itself; :mod:`subprocess` and bwrap give them back too).
         """
-        return _run.run(
+        code, out, err = _run.run_command(
             self,
             argv,
             timeout=timeout,
@@ -325,8 +325,15 @@ class Sandbox(Description):
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            check=check,
             allow_threads=allow_threads,
             on_start=on_start,
             parent_fds=parent_fds,
         )
+        import subprocess  # for its result type only: pyclone run needs the status alone
+
+        done = subprocess.CompletedProcess(
+            list(argv), code, out if capture_output else None, err if capture_output else None
+        )
+        if check:
+            done.check_returncode()
+        return done
