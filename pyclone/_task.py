@@ -231,6 +231,10 @@ class Task(ResultPipe, Generic[T]):
             if self._await_piped():
                 return self.returncode
         check_timeout(timeout)
+        if timeout is not None:
+            # Its first read imports subprocess: better it fails (no descriptor
+            # left) before the wait than once the time is up.
+            errors.TimeoutExpired  # noqa: B018
         if not self.ended and not self._wait(timeout):
             raise errors.TimeoutExpired(self.pid, timeout if timeout is not None else 0.0)
         return self.returncode

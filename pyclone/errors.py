@@ -111,5 +111,6 @@ if not TYPE_CHECKING:
         if name == "TimeoutExpired":
             from ._timeout import TimeoutExpired  # lazy: subprocess, for the first timeout
 
+            globals()[name] = TimeoutExpired  # read directly from now on
             return TimeoutExpired
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -89,3 +89,51 @@ def test_importing_the_errors_loads_subprocess_only_for_timeout_expired() -> Non
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+#: A wait with a timeout in a process with no descriptor left to import with.
+_NO_FD_WAIT = """
+import os, resource, signal, sys
+sys.path[:0] = sys.argv[1:]
+import pyclone
+from pyclone import actions
+task = pyclone.spawn_task(actions.sleep(15))  # gone soon, even if this one is killed
+assert "subprocess" not in sys.modules
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+fds = []
+try:
+    while True:
+        fds.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+signal.signal(signal.SIGALRM, signal.SIG_DFL)  # whatever the test runner left
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])
+signal.alarm(5)  # kills this interpreter if the 30 s wait begins
+try:
+    task.wait(30)
+except OSError as exc:
+    outcome = os.strerror(exc.errno)
+else:
+    outcome = "waited"
+signal.alarm(0)
+for fd in fds:
+    os.close(fd)
+running = task.poll() is None
+task.kill()
+task.wait(10)
+print(outcome, running)
+"""
+
+
+def test_a_timed_wait_that_cannot_load_timeout_expired_fails_before_waiting() -> None:
+    """The class's first read imports subprocess: with no descriptor left that fails,
+    and it must fail at once, not once the time is up (nor leave the task)."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _NO_FD_WAIT, str(Path(pyclone.__file__).parent.parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Too", "many", "open", "files", "True"]

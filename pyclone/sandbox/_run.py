@@ -193,7 +193,10 @@ def run_command(
     """:meth:`Sandbox.run` up to its result: the exit status, and what was captured (else b"")."""
     if _check_target(argv) is None:
         raise TypeError("run() takes a command line; use spawn() for a callable")
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None
+    if timeout is not None:
+        deadline = time.monotonic() + timeout
+        errors.TimeoutExpired  # noqa: B018  (imports subprocess now, not once the time is up)
     pipes: list[tuple[int, int]] = []
     if capture_output:
         if stdout is not None or stderr is not None:
