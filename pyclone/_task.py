@@ -228,7 +228,7 @@ class Task(ResultPipe, Generic[T]):
             if self._is_thread:
                 self._join()  # the common thread wait, in as few calls as it takes
                 return self.returncode
-            if self._await_piped():
+            if self._await_piped(None):
                 return self.returncode
         check_timeout(timeout)
         if timeout is not None:
@@ -248,6 +248,9 @@ class Task(ResultPipe, Generic[T]):
                 return False
             code = action_exit_code(self._run)
         elif (pidfd := self.pidfd) is not None:
+            done = self._await_piped(timeout)
+            if done is not None:
+                return done
             if not self._poll_pidfd(pidfd, deadline):
                 return False
             self._drain_result()
@@ -269,30 +272,46 @@ class Task(ResultPipe, Generic[T]):
         self._finish(code)
         return True
 
-    def _await_piped(self) -> bool:
-        """Wait with no time limit for a task this process reaps, its result pipe read meanwhile.
+    def _await_piped(self, timeout: float | None) -> bool | None:
+        """Wait up to ``timeout`` seconds for a task this process reaps, reading its result pipe.
 
         One C call polls, reads the frame and reaps: every Python object
         touched while a fork-like child lives costs a copy-on-write fault,
-        so the common wait touches as few as it can.  False (nothing done
-        but the reading) where it does not apply or the kernel has no
-        status for us: :meth:`_wait` takes over then.
+        so the common wait touches as few as it can.  True once collected,
+        False if the time ran out; None (nothing done but the reading)
+        where it does not apply or the kernel has no status for us:
+        :meth:`_wait` takes over then.
         """
         owner = self._pidfd
-        result = self._result_fd
-        if owner is None or result is None or self._run is not None or int(self.flags) & _PARENT:
-            return False
-        pidfd, fd = owner.fd, result.fd
+        if (
+            owner is None
+            or self._result_fd is None
+            or self._run is not None
+            or int(self.flags) & _PARENT
+        ):
+            return None
+        pidfd = owner.fd
         if pidfd is None:
-            return False
-        limit = self._result_limit
-        code, close = _await_exit(
-            pidfd, -1 if fd is None else fd, self._buffer, -1 if limit is None else limit
-        )
-        if close:
+            return None
+        limit = -1 if self._result_limit is None else self._result_limit
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            fd = self._result_number()
+            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            ended, code, close = _await_exit(
+                pidfd, -1 if fd is None else fd, self._buffer, limit, left
+            )
+            if not close:
+                break
+            # a refused frame or end of file: closed now, so that a sender
+            # blocked on the full pipe gets EPIPE; then the wait goes on
             self._close_result_fd()
+            if ended:
+                break
+        if not ended:
+            return False
         if code is None:
-            return False  # reaped by the kernel (SIGCHLD ignored): _wait asks the parent
+            return None  # reaped by the kernel (SIGCHLD ignored): _wait asks the parent
         self._finish(code)
         return True
 

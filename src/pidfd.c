@@ -6,7 +6,9 @@
  */
 #include "pyclone.h"
 
+#include <limits.h>
 #include <poll.h>
+#include <time.h>
 
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
@@ -121,16 +123,35 @@ read_into(int fd, PyObject *buffer)
 
 PyDoc_STRVAR(
     await_exit_doc,
-    "_await_exit($module, pidfd, fd, buffer, limit, /)\n"
+    "_await_exit($module, pidfd, fd, buffer, limit, timeout=-1.0, /)\n"
     "--\n\n"
-    "Block until the task of pidfd ends, reading its result frame from fd\n"
-    "(-1: none) into the bytearray buffer meanwhile and once it has ended,\n"
-    "then reap it: (returncode, close_fd).  returncode is None if the\n"
-    "kernel has no status for this process (ECHILD); close_fd is True when\n"
-    "fd reached end of file or the frame declared more than limit bytes\n"
-    "(limit < 0: no limit), whose header alone is kept.  Signal handlers\n"
-    "run during the wait; one that raises ends it, with what was read\n"
-    "kept in buffer.");
+    "Wait until the task of pidfd ends (at most timeout seconds; < 0: no\n"
+    "limit), reading its result frame from fd (-1: none) into the bytearray\n"
+    "buffer meanwhile and once it has ended, then reap it: (ended,\n"
+    "returncode, close_fd).  close_fd is True when fd reached end of file\n"
+    "or the frame declared more than limit bytes (limit < 0: no limit),\n"
+    "whose header alone is kept: then the call returns at once, ended\n"
+    "False unless the task has ended too, for the caller to close fd and\n"
+    "call again.  Otherwise ended is False when the time ran out first.\n"
+    "returncode is None unless ended, or if the kernel has no status for\n"
+    "this process (ECHILD).  Signal handlers run during the wait; one that\n"
+    "raises ends it, with what was read kept in buffer.");
+
+/* Milliseconds from now to deadline, rounded up (poll must not wake early),
+ * 0 once it has passed. */
+static int
+ms_until(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ns = (long long)(deadline->tv_sec - now.tv_sec) * 1000000000LL +
+                   (deadline->tv_nsec - now.tv_nsec);
+    if (ns <= 0) {
+        return 0;
+    }
+    long long ms = (ns + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
 
 static PyObject *
 pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
@@ -138,9 +159,32 @@ pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
     int pidfd, fd;
     PyObject *buffer;
     long long limit;
-    if (!PyArg_ParseTuple(args, "iiO!L:_await_exit", &pidfd, &fd,
-                          &PyByteArray_Type, &buffer, &limit)) {
+    double timeout = -1.0;
+    if (!PyArg_ParseTuple(args, "iiO!L|d:_await_exit", &pidfd, &fd,
+                          &PyByteArray_Type, &buffer, &limit, &timeout)) {
         return NULL;
+    }
+    if (timeout != timeout) {
+        PyErr_SetString(PyExc_ValueError, "_await_exit() timeout must not be NaN");
+        return NULL;
+    }
+    int timed = timeout >= 0;
+    struct timespec deadline = {0, 0};
+    if (timed) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        /* past any real wait (~31 years) counts as no limit */
+        if (timeout > 1e9) {
+            timed = 0;
+        }
+        else {
+            double whole = (double)(long long)timeout;
+            deadline.tv_sec += (time_t)whole;
+            deadline.tv_nsec += (long)((timeout - whole) * 1e9);
+            if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec += 1;
+                deadline.tv_nsec -= 1000000000L;
+            }
+        }
     }
     struct pollfd p[2] = {{.fd = pidfd, .events = POLLIN},
                           {.fd = fd, .events = POLLIN}};
@@ -150,13 +194,14 @@ pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     reading = reading && st == FRAME_OPEN;
-    int close_fd = st == FRAME_CLOSE;
+    int close_fd = fd >= 0 && st == FRAME_CLOSE;
     int ended = 0;
     for (;;) {
         int r;
+        int wait_ms = timed ? ms_until(&deadline) : -1;
         /* Once the task has ended, only what the pipe holds now is read. */
         Py_BEGIN_ALLOW_THREADS
-        r = ended ? poll(p + 1, 1, 0) : poll(p, reading ? 2 : 1, -1);
+        r = ended ? poll(p + 1, 1, 0) : poll(p, reading ? 2 : 1, wait_ms);
         Py_END_ALLOW_THREADS
         if (r < 0) {
             if (errno != EINTR) {
@@ -166,6 +211,11 @@ pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
                 return NULL;
             }
             continue;
+        }
+        if (r == 0 && !ended) {
+            /* the time ran out: the task runs on, unreaped */
+            return Py_BuildValue("(OOO)", Py_False, Py_None,
+                                 close_fd ? Py_True : Py_False);
         }
         if (reading && p[1].revents) {
             int got = read_into(fd, buffer);
@@ -184,6 +234,11 @@ pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
         if (!ended && p[0].revents) {
             ended = 1;
         }
+        if (close_fd && !ended) {
+            /* The caller closes fd now and waits again: a sender blocked
+             * on a full pipe with a refused frame gets EPIPE, and ends. */
+            return Py_BuildValue("(OOO)", Py_False, Py_None, Py_True);
+        }
         if (ended && !reading) {
             break;
         }
@@ -199,10 +254,11 @@ pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
         if (errno != ECHILD) {
             return PyErr_SetFromErrno(PyExc_OSError);
         }
-        return Py_BuildValue("(OO)", Py_None, close_fd ? Py_True : Py_False);
+        return Py_BuildValue("(OOO)", Py_True, Py_None,
+                             close_fd ? Py_True : Py_False);
     }
     int code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
-    return Py_BuildValue("(iO)", code, close_fd ? Py_True : Py_False);
+    return Py_BuildValue("(OiO)", Py_True, code, close_fd ? Py_True : Py_False);
 }
 
 PyMethodDef pyclone_pidfd_methods[] = {

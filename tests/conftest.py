@@ -4,12 +4,14 @@ and helpers the tests share (forked runs, reaping, an interpreter uid 65534 can 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import faulthandler
 import functools
 import gc
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -239,6 +241,30 @@ def run_forked(fn: Callable[[], object], timeout: float = WAIT) -> object:
     if kind == "error":
         pytest.fail(f"in the forked child:\n{value}")
     return value
+
+
+class Watchdog(Exception):
+    """What :func:`watchdog`'s SIGALRM handler raises."""
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float) -> Iterator[None]:
+    """Raise :class:`Watchdog` in this thread if the block lasts more than ``seconds``.
+
+    For the waits a test makes without a timeout on purpose: the handler
+    raising ends them, as any signal handler that raises does.
+    """
+
+    def fire(signum: int, frame: object) -> None:
+        raise Watchdog(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def sigwait_info(signum: int, timeout: float = WAIT) -> tuple[int, int, int, int] | None:

@@ -17,7 +17,7 @@ import pytest
 
 from pyclone import ChildError, Sandbox, _transport
 
-from conftest import WAIT, Health
+from conftest import WAIT, Health, watchdog
 
 #: What the planted pickle's call appends to, in whichever process unpickles it.
 _PLANTED: list[str] = []
@@ -138,10 +138,16 @@ def _flood(declared: int) -> None:
         os._exit(3)  # the caller closed the pipe: it refused the rest
 
 
-def test_a_flood_is_refused_unread_and_the_sender_gets_epipe(healthy: Health) -> None:
+@pytest.mark.parametrize("timeout", [WAIT, None])
+def test_a_flood_is_refused_unread_and_the_sender_gets_epipe(
+    healthy: Health, timeout: float | None
+) -> None:
+    """With or without a timeout: the reader closes the pipe at once, not once the task
+    ends, which it cannot while blocked on the full pipe (the watchdog bounds the wait)."""
     task = _SANDBOX.spawn(_flood, args=(1 << 62,))
     with pytest.raises(ChildError, match=rf"{1 << 62} bytes, more than its result_limit of"):
-        task.result(WAIT)
+        with watchdog(WAIT):
+            task.result(timeout)
     assert task.returncode == 3
     assert len(task._buffer) == _transport.FRAME.size  # only the header was kept
 

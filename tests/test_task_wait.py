@@ -1,46 +1,25 @@
-"""The blocking wait of a fork-like task (one C call) against the real kernel.
+"""The wait of a fork-like task (one C call) against the real kernel.
 
-``wait()`` and ``result()`` without a timeout poll the pidfd, read the
-result pipe and reap in ``_pyclone._await_exit``.  These tests call them
-without a timeout on purpose; a watchdog timer bounds each of them
-instead (its handler raises, which ends the wait).
+``wait()``, ``result()`` and ``poll()`` poll the pidfd, read the result
+pipe and reap in ``_pyclone._await_exit``, with or without a timeout.
+Most of these tests wait without one on purpose; a watchdog timer bounds
+each of them instead (its handler raises, which ends the wait).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import resource
 import signal
+import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from pyclone import _pyclone, spawn_task
+from pyclone import TimeoutExpired, _pyclone, spawn_task
 
-from conftest import WAIT, Health
-
-
-class _Watchdog(Exception):
-    """What the watchdog's SIGALRM handler raises."""
-
-
-@contextlib.contextmanager
-def _watchdog(seconds: float) -> Iterator[None]:
-    """Raise _Watchdog in this thread if the block lasts more than ``seconds``."""
-
-    def fire(signum: int, frame: object) -> None:
-        raise _Watchdog(f"still waiting after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+from conftest import WAIT, Health, Watchdog, watchdog
 
 
 def _returns_after(seconds: float, value: object) -> object:
@@ -50,11 +29,11 @@ def _returns_after(seconds: float, value: object) -> object:
 
 def test_interrupted_wait_keeps_the_task_and_its_result(healthy: Health) -> None:
     task = spawn_task(_returns_after, (0.5, "late"))
-    with pytest.raises(_Watchdog):
-        with _watchdog(0.05):
+    with pytest.raises(Watchdog):
+        with watchdog(0.05):
             task.wait()  # the handler raises inside the C wait
     assert not task.ended and task.pidfd is not None
-    with _watchdog(WAIT):
+    with watchdog(WAIT):
         assert task.result() == "late"
     assert task.returncode == 0 and task.pidfd is None
 
@@ -71,7 +50,7 @@ def test_wait_ends_with_the_child_not_with_the_pipe(healthy: Health) -> None:
     # The grandchild holds the result pipe's write end: the wait must end
     # once the child has ended and sent its frame, not at end of file.
     start = time.monotonic()
-    with _watchdog(WAIT):
+    with watchdog(WAIT):
         task = spawn_task(_grandchild_holds_the_pipe, (3.0,))
         assert task.result() == 42
     assert time.monotonic() - start < 2.5
@@ -84,7 +63,7 @@ def _big(size: int) -> bytes:
 
 @pytest.mark.parametrize("size", [0, 65535, 65536, 65537, 3 << 20])
 def test_results_around_the_pipe_size(healthy: Health, size: int) -> None:
-    with _watchdog(WAIT):
+    with watchdog(WAIT):
         assert spawn_task(_big, (size,)).result() == b"x" * size
 
 
@@ -93,7 +72,7 @@ def _exits(code: int) -> None:
 
 
 def test_a_child_that_sends_nothing(healthy: Health) -> None:
-    with _watchdog(WAIT):
+    with watchdog(WAIT):
         task = spawn_task(_exits, (7,))
         assert task.wait() == 7
     assert task.pidfd is None
@@ -104,7 +83,7 @@ def test_sigchld_ignored_the_kernel_reaps(healthy: Health) -> None:
     # nothing for us (ECHILD) and the general wait reads what it can.
     previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
-        with _watchdog(WAIT):
+        with watchdog(WAIT):
             task = spawn_task(_returns_after, (0.0, "value"))
             assert task.result() == "value"
         assert task.ended and task.pidfd is None
@@ -119,3 +98,37 @@ def test_await_exit_checks_its_arguments(healthy: Health) -> None:
         # a number no descriptor can have (past the soft limit), so never open
         _pyclone._await_exit(resource.getrlimit(resource.RLIMIT_NOFILE)[0] + 1, -1, bytearray(), -1)
     assert info.value.errno == errno.EBADF  # the kernel's answer: waitid on no pidfd
+
+
+class _SlowFlush:
+    """A stdout whose flush lingers: the child's last step, after its frame is sent."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        time.sleep(0.5)
+
+
+def _answers_then_lingers(value: object) -> object:
+    sys.stdout = _SlowFlush()  # type: ignore[assignment]
+    return value
+
+
+def test_a_timed_wait_keeps_the_frame_and_the_task(healthy: Health) -> None:
+    """The whole frame can come before the task ends: a wait that times out keeps it."""
+    task = spawn_task(_answers_then_lingers, ("sent early",))
+    with pytest.raises(TimeoutExpired):
+        task.wait(0.1)
+    assert not task.ended and task.pidfd is not None and task.poll() is None
+    assert task.wait(WAIT) == 0
+    assert task.result() == "sent early" and task.pidfd is None
+
+
+def test_await_exit_with_no_time_left_reaps_nothing(healthy: Health) -> None:
+    task = spawn_task(_returns_after, (0.3, None))
+    assert task.pidfd is not None
+    assert _pyclone._await_exit(task.pidfd, -1, bytearray(), -1, 0.0) == (False, None, False)
+    with pytest.raises(ValueError, match="NaN"):
+        _pyclone._await_exit(task.pidfd, -1, bytearray(), -1, float("nan"))
+    assert task.wait(WAIT) == 0  # still there to be waited for
