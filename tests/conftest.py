@@ -243,6 +243,31 @@ def run_forked(fn: Callable[[], object], timeout: float = WAIT) -> object:
     return value
 
 
+#: The directory the pyclone under test is imported from (the checkout, for an editable install).
+PYCLONE_PATH = os.path.dirname(os.path.dirname(os.path.realpath(_pyclone.__file__)))
+
+
+def fresh_python(code: str, timeout: float = WAIT * 3) -> str:
+    """Run ``code`` in a new ``-I -S`` interpreter (nothing loaded beyond start-up) that
+    imports the pyclone under test; assert it exits 0 and return its stdout."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            f"import sys\nsys.path[:0] = sys.argv[1:]\n{code}",
+            PYCLONE_PATH,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 class Watchdog(Exception):
     """What :func:`watchdog`'s SIGALRM handler raises."""
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import errno
 import pickle
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import pyclone
 from pyclone import ChildError, TimeoutExpired, UnsupportedFlags
 from pyclone.errors import clone_error
+
+from conftest import fresh_python
 
 
 def test_unsupported_flags_is_a_value_error() -> None:
@@ -71,9 +71,7 @@ def test_timeout_expired_is_one_class_under_its_public_name() -> None:
 
 
 def test_importing_the_errors_loads_subprocess_only_for_timeout_expired() -> None:
-    code = (
-        "import sys\n"
-        "sys.path[:0] = sys.argv[1:]\n"
+    fresh_python(
         "import pyclone.errors as e\n"
         "assert 'subprocess' not in sys.modules\n"
         "e.ChildError, e.UnsupportedFlags\n"
@@ -81,20 +79,11 @@ def test_importing_the_errors_loads_subprocess_only_for_timeout_expired() -> Non
         "from pyclone.errors import TimeoutExpired\n"
         "assert 'subprocess' in sys.modules and issubclass(TimeoutExpired, TimeoutError)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", code, str(Path(pyclone.__file__).parent.parent)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 #: A wait with a timeout in a process with no descriptor left to import with.
 _NO_FD_WAIT = """
-import os, resource, signal, sys
-sys.path[:0] = sys.argv[1:]
+import os, resource, signal
 import pyclone
 from pyclone import actions
 task = pyclone.spawn_task(actions.sleep(15))  # gone soon, even if this one is killed
@@ -128,12 +117,5 @@ print(outcome, running)
 def test_a_timed_wait_that_cannot_load_timeout_expired_fails_before_waiting() -> None:
     """The class's first read imports subprocess: with no descriptor left that fails,
     and it must fail at once, not once the time is up (nor leave the task)."""
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _NO_FD_WAIT, str(Path(pyclone.__file__).parent.parent)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["Too", "many", "open", "files", "True"]
+    out = fresh_python(_NO_FD_WAIT, timeout=60)
+    assert out.split() == ["Too", "many", "open", "files", "True"]

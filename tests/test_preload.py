@@ -8,23 +8,14 @@ the creator.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-import pyclone
 from pyclone import _transport
 
-from conftest import WAIT
-
-PATH_ENTRY = str(Path(pyclone.__file__).resolve().parent.parent)
+from conftest import WAIT, fresh_python
 
 #: The statement's last line prints what the test compares.
 _PRELUDE = """
-import sys
-sys.path[:0] = sys.argv[1:]
 import pyclone
 MODULES = ("pickle", "traceback")
 def loaded():
@@ -33,15 +24,7 @@ def loaded():
 
 
 def _run(statement: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _PRELUDE + statement, PATH_ENTRY],
-        capture_output=True,
-        text=True,
-        timeout=WAIT * 3,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return fresh_python(_PRELUDE + statement).strip()
 
 
 def test_the_core_alone_loads_neither() -> None:
