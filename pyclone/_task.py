@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import threading
 import time
@@ -21,7 +20,6 @@ from ._reaper import (
     TaskRemains,
     _active,
     action_exit_code,
-    collect_pid,
     collect_pidfd,
     parent_status,
     reported_code,
@@ -41,6 +39,11 @@ _PARENT = int(CloneFlag.PARENT)
 _getpid = os.getpid
 _await_exit = _pyclone._await_exit
 _native_id = threading.get_native_id
+# Re-entrant: a signal handler that runs during a wait and waits for the same
+# task must not deadlock on it (its nested wait collects the task, as before).
+_new_lock = threading.RLock
+#: The longest timeout a lock's acquire takes (a longer wait is as good as none).
+_LOCK_TIMEOUT_MAX = threading.TIMEOUT_MAX
 
 
 if TYPE_CHECKING:
@@ -94,6 +97,7 @@ class Task(ResultPipe, Generic[T]):
         "_pidfd",
         "_remains",
         "_run",
+        "_wait_lock",
         "ended",
         "exit_signal",
         "flags",
@@ -130,6 +134,8 @@ class Task(ResultPipe, Generic[T]):
     _result_limit: int | None = None
     # CLONE_VM children write their outcome straight into this list
     _shared_outcome: list[tuple[Any, ...]] | None = None
+    # serialises the waits of several threads: one collects, the others wait for it
+    _wait_lock: threading.RLock
 
     def __init__(self) -> None:
         raise TypeError("Task objects are made by pyclone.spawn_task(), not directly")
@@ -171,6 +177,7 @@ class Task(ResultPipe, Generic[T]):
         self._creator_tid = threading.get_native_id()
         mine = not int(flags) & (_THREAD | _PARENT)  # a child pyclone reaps itself
         self._remains = TaskRemains(self, pidfd) if mine and pidfd is not None else None
+        self._wait_lock = _new_lock()
         self.ended = False  # last: __del__ treats a Task without it as never made
         return self
 
@@ -189,6 +196,7 @@ class Task(ResultPipe, Generic[T]):
         self._is_thread = True
         self._creator_tid = _native_id()
         self._remains = None
+        self._wait_lock = _new_lock()
         self.ended = False
         return self
 
@@ -204,10 +212,15 @@ class Task(ResultPipe, Generic[T]):
         """Collect the task if it has ended (never blocks) and return :attr:`returncode`.
 
         None means still running, or ended with an unknown status: tell
-        the two apart with :attr:`ended`.
+        the two apart with :attr:`ended`.  While another thread waits for
+        the task, this leaves the collecting to it and returns None.
         """
-        if not self.ended:
-            self._wait(0.0)
+        if not self.ended and self._wait_lock.acquire(False):
+            try:
+                if not self.ended:
+                    self._wait(0.0)
+            finally:
+                self._wait_lock.release()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int | None:
@@ -222,22 +235,39 @@ class Task(ResultPipe, Generic[T]):
         result is None only when the kernel cannot report the status (see
         :class:`Task`).  A CLONE_PARENT task is reaped by the creator's
         parent, not by pyclone: its status can be read once that parent
-        has reaped it, so this waits for that too.
+        has reaped it, so this waits for that too.  Threads may wait for
+        the same task at once: one collects it, the others wait for that.
         """
-        if timeout is None and not self.ended:
-            if self._is_thread:
-                self._join()  # the common thread wait, in as few calls as it takes
-                return self.returncode
-            if self._await_piped(None):
-                return self.returncode
-        check_timeout(timeout)
-        if timeout is not None:
+        if self.ended:
+            check_timeout(timeout)
+            return self.returncode
+        lock = self._wait_lock
+        if timeout is None:
+            lock.acquire()  # a signal handler that raises ends this wait too
+            left = None
+        else:
+            check_timeout(timeout)
             # Its first read imports subprocess: better it fails (no descriptor
             # left) before the wait than once the time is up.
             errors.TimeoutExpired  # noqa: B018
-        if not self.ended and not self._wait(timeout):
-            raise errors.TimeoutExpired(self.pid, timeout if timeout is not None else 0.0)
-        return self.returncode
+            deadline = time.monotonic() + timeout
+            if not lock.acquire(timeout=min(timeout, _LOCK_TIMEOUT_MAX)):
+                raise errors.TimeoutExpired(self.pid, timeout)
+            left = max(0.0, deadline - time.monotonic())
+        try:
+            if self.ended:  # collected by the thread that held the lock
+                return self.returncode
+            if left is None:
+                if self._is_thread:
+                    self._join()  # the common thread wait, in as few calls as it takes
+                    return self.returncode
+                if self._await_piped(None):
+                    return self.returncode
+            if not self._wait(left):
+                raise errors.TimeoutExpired(self.pid, timeout if timeout is not None else 0.0)
+            return self.returncode
+        finally:
+            lock.release()
 
     def _wait(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (None: forever); True once collected."""
@@ -341,29 +371,6 @@ class Task(ResultPipe, Generic[T]):
         if error is not None:
             self._action_error = error
             raise error
-
-    def _poll_pidfd(self, pidfd: int, deadline: float | None) -> bool:
-        """Block until the pidfd is readable (the task ended), reading results meanwhile."""
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if (result_fd := self._result_number()) is not None:
-            poller.register(result_fd, select.POLLIN)
-        while True:
-            if deadline is None:
-                events = poller.poll()
-            else:
-                remaining = max(0.0, deadline - time.monotonic())
-                events = poller.poll(remaining * 1000.0)
-            if not events:
-                return False
-            for fd, _ in events:
-                if fd == pidfd:
-                    return True
-                if self._read_result_chunk() is False:
-                    poller.unregister(fd)
-
-    def _collect_pid(self, deadline: float | None) -> int | None:
-        return collect_pid(self.pid, deadline, self._result_number, self._read_result_chunk)
 
     # -- asyncio -----------------------------------------------------------
 

@@ -1,12 +1,18 @@
-"""The reading side of a fork-like task's result pipe: one frame, read as it comes."""
+"""The reading side of a fork-like task's result pipe: one frame, read as it comes.
+
+Also the general wait's loops that read it while they wait: on the pidfd,
+or by pid where there is none.
+"""
 
 from __future__ import annotations
 
 import os
 import select
+import time
 from typing import TYPE_CHECKING
 
 from ._fd import Fd
+from ._reaper import collect_pid
 from ._transport import FRAME, frame_complete, over_limit
 
 
@@ -22,6 +28,7 @@ class ResultPipe:
         # would take an empty list for "no attributes at all".
         __slots__ = ()
 
+    pid: int
     _result_fd: Fd | None
     _buffer: bytearray
     # refuse a frame declaring more than this many bytes unread (None: no limit)
@@ -83,3 +90,26 @@ class ResultPipe:
         if owner is not None:
             self._result_fd = None
             owner.close()
+
+    def _poll_pidfd(self, pidfd: int, deadline: float | None) -> bool:
+        """Block until the pidfd is readable (the task ended), reading results meanwhile."""
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if (result_fd := self._result_number()) is not None:
+            poller.register(result_fd, select.POLLIN)
+        while True:
+            if deadline is None:
+                events = poller.poll()
+            else:
+                remaining = max(0.0, deadline - time.monotonic())
+                events = poller.poll(remaining * 1000.0)
+            if not events:
+                return False
+            for fd, _ in events:
+                if fd == pidfd:
+                    return True
+                if self._read_result_chunk() is False:
+                    poller.unregister(fd)
+
+    def _collect_pid(self, deadline: float | None) -> int | None:
+        return collect_pid(self.pid, deadline, self._result_number, self._read_result_chunk)

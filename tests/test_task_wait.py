@@ -9,15 +9,18 @@ each of them instead (its handler raises, which ends the wait).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import resource
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from pyclone import TimeoutExpired, _pyclone, spawn_task
+from pyclone import Task, TimeoutExpired, _pyclone, actions, spawn_task
 
 from conftest import WAIT, Health, Watchdog, watchdog
 
@@ -132,3 +135,71 @@ def test_await_exit_with_no_time_left_reaps_nothing(healthy: Health) -> None:
     with pytest.raises(ValueError, match="NaN"):
         _pyclone._await_exit(task.pidfd, -1, bytearray(), -1, float("nan"))
     assert task.wait(WAIT) == 0  # still there to be waited for
+
+
+# -- several threads, one task ------------------------------------------------
+
+
+def _in_threads(ways: dict[str, Callable[[], object]]) -> dict[str, object]:
+    """Run each way at once, one thread each; what each returned (or raised)."""
+    got: dict[str, object] = {}
+
+    def run(name: str, how: Callable[[], object]) -> None:
+        try:
+            got[name] = how()
+        except BaseException as exc:  # the comparison shows it
+            got[name] = exc
+
+    threads = [threading.Thread(target=run, args=item) for item in ways.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    return got
+
+
+def _poll_until_ended(task: Task[object]) -> object:
+    while task.poll() is None:
+        time.sleep(0.001)
+    return task.returncode
+
+
+def test_threads_waiting_for_one_task_all_get_its_status(healthy: Health) -> None:
+    """One collects it (and closes its descriptors); the others wait for that, as Popen's do."""
+    for _ in range(20):
+        task = spawn_task(_returns_after, (0.05, "v"))
+        got = _in_threads(
+            {
+                "wait": task.wait,
+                "timed": functools.partial(task.wait, WAIT),
+                "result": functools.partial(task.result, WAIT),
+                "poll": functools.partial(_poll_until_ended, task),
+            }
+        )
+        assert got == {"wait": 0, "timed": 0, "result": "v", "poll": 0}
+        assert task.pidfd is None
+
+
+def test_poll_and_a_timed_wait_do_not_wait_for_another_threads_wait(healthy: Health) -> None:
+    task = spawn_task(_returns_after, (0.5, None))
+    waiter = threading.Thread(target=task.wait)
+    waiter.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while task._wait_lock.acquire(False):  # until the waiter holds it
+            task._wait_lock.release()
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        assert task.poll() is None  # at once: the other thread collects it
+        with pytest.raises(TimeoutExpired):
+            task.wait(0.05)
+        assert not task.ended
+    finally:
+        waiter.join(WAIT)
+    assert task.ended and task.returncode == 0 and task.poll() == 0
+
+
+def test_two_threads_join_one_thread_task(healthy: Health) -> None:
+    task = spawn_task(actions.sleep(0.05), share="thread")
+    got = _in_threads({"a": functools.partial(task.wait, WAIT), "b": task.wait})
+    assert got == {"a": 0, "b": 0}
