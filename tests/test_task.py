@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -449,19 +450,41 @@ def _other_end(r: int) -> None:
 
 
 def _free_pid() -> int:
-    """A pid below the allocator's cursor that no process holds: not handed out until wrap."""
+    """A pid below the allocator's cursor that no process holds: not handed out until wrap.
+
+    Chosen at random among the free ones, so that two test runs on one
+    machine (CI runs interpreters side by side) rarely pick the same pid.
+    """
+    import random
+
     with open("/proc/sys/kernel/ns_last_pid") as f:
         last = int(f.read())
-    for pid in range(last - 50, 300, -1):
-        if not os.path.exists(f"/proc/{pid}"):
-            return pid
-    pytest.skip("no free pid below the allocator's cursor")
+    free = [pid for pid in range(300, last - 50) if not os.path.exists(f"/proc/{pid}")]
+    if not free:
+        pytest.skip("no free pid below the allocator's cursor")
+    return random.choice(free)
+
+
+def _spawn_at_free_pid(make: Callable[[int], Task]) -> tuple[Task, int]:
+    """``make(pid)`` with a free pid, retried if another process took it first.
+
+    Between the check of /proc and the clone another run's task can get the
+    same pid; the kernel then says EEXIST, and another pid is as good.
+    """
+    for attempt in range(10):
+        pid = _free_pid()
+        try:
+            return make(pid), pid
+        except FileExistsError:
+            if attempt == 9:
+                raise
+    raise AssertionError("unreachable")
 
 
 def test_set_tid_takes_a_free_pid(healthy: Health) -> None:
     require_root("set_tid needs CAP_CHECKPOINT_RESTORE in the initial pid namespace")
-    pid = _free_pid()
-    with spawn_task(os.getpid, set_tid=[pid]) as task:
+    task, pid = _spawn_at_free_pid(lambda pid: spawn_task(os.getpid, set_tid=[pid]))
+    with task:
         assert task.pid == pid
         assert task.result(WAIT) == pid
 
@@ -486,8 +509,8 @@ def test_set_tid_out_of_range_gives_einval(healthy: Health, tid: int | str) -> N
 def test_set_tid_nested_levels(healthy: Health) -> None:
     """With NEWPID, set_tid names the pid in each namespace, innermost first."""
     require_root()
-    pid = _free_pid()
-    with spawn_task(os.getpid, new="pid", set_tid=[1, pid]) as task:
+    task, pid = _spawn_at_free_pid(lambda pid: spawn_task(os.getpid, new="pid", set_tid=[1, pid]))
+    with task:
         assert task.pid == pid and task.result(WAIT) == 1
     with pytest.raises(OSError) as info:  # no init yet in the new namespace
         spawn_task(os.getpid, new="pid", set_tid=[2, _free_pid()])
