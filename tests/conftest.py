@@ -152,6 +152,19 @@ def healthy() -> Iterator[Health]:
     check_health(before)
 
 
+def become_nobody() -> None:
+    """Drop to uid/gid 65534 like a process a normal user started.
+
+    A process that changed ids is not dumpable (its /proc files, its
+    children's uid_map among them, then stay root's); a real login of
+    65534 is, so make it so again.
+    """
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)
+    _pyclone.prctl(4, 1)  # PR_SET_DUMPABLE
+
+
 def require_root(reason: str = "needs root (CAP_SYS_ADMIN in the initial user namespace)") -> None:
     """Skip unless running as root."""
     if os.geteuid() != 0:

@@ -27,14 +27,12 @@ from typing import Any
 
 import pytest
 
-import pyclone
 from pyclone import Sandbox
 
-from conftest import WAIT, require_root, unprivileged_python
+from conftest import WAIT, become_nobody, require_root, unprivileged_python
 
 NOBODY = 65534
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PR_SET_DUMPABLE = 4
 
 #: bwrap's example sandbox (--unshare-all, a read-only /usr, /proc, /dev, /tmp), as one expression
 BWRAP_LIKE = dict(
@@ -87,15 +85,6 @@ def reap_before(pid: int, deadline: float) -> int:
         time.sleep(0.01)
 
 
-def _become_nobody() -> None:
-    os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
-    # A process that changed ids is not dumpable, so its children's
-    # /proc/PID/uid_map would stay root's; a real login of 65534 is.
-    pyclone._pyclone.prctl(PR_SET_DUMPABLE, 1)
-
-
 def in_fork(fn: Callable[..., Any], *args: Any, who: str = "root") -> Any:
     """Run fn(*args) in a forked child (as uid 65534 if ``who`` is "nobody"); return its value.
 
@@ -108,7 +97,7 @@ def in_fork(fn: Callable[..., Any], *args: Any, who: str = "root") -> Any:
         os.close(r)
         try:
             if who == "nobody":
-                _become_nobody()
+                become_nobody()
             outcome: tuple[Any, ...] = ("ok", fn(*args))
         except BaseException as exc:
             outcome = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())

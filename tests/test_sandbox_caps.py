@@ -20,7 +20,7 @@ from bwrap_oracle import require_tools
 import pyclone
 from pyclone import Sandbox
 
-from conftest import WAIT, Health, require_root
+from conftest import WAIT, Health, become_nobody, require_root
 from sandbox_helpers import (
     BWRAP_ARGS,
     NOBODY,
@@ -105,17 +105,9 @@ def test_never_more_than_the_callers_bounding_set(healthy: Health) -> None:
     assert got["root cap_add ALL"] == got["host"]
 
 
-_PR_SET_DUMPABLE = 4
-
-
 def _nobody_without_one_bounding_cap() -> dict[str, int]:
     pyclone._pyclone.prctl(pyclone._pyclone.PR_CAPBSET_DROP, 23)
-    os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
-    # changing uid left this process undumpable: its children's /proc files
-    # (uid_map) would stay root's
-    pyclone._pyclone.prctl(_PR_SET_DUMPABLE, 1)
+    become_nobody()
     return {
         "plain": _inside_caps(Sandbox(new="all"))["CapEff"],
         "cap_add ALL": _inside_caps(Sandbox(new="all", cap_add="ALL"))["CapEff"],

@@ -13,13 +13,12 @@ import pyclone
 from pyclone import Sandbox
 from pyclone.sandbox import FsOp
 
-from conftest import WAIT, Health, require_root
+from conftest import WAIT, Health, become_nobody, require_root
 from sandbox_helpers import (
     BWRAP_ARGS,
     BWRAP_LIKE,
     NOBODY,
     WHO,
-    _become_nobody,
     in_fork,
     run_as,
     run_tool,
@@ -226,7 +225,7 @@ def _ro_bind_over_a_locked_submount(base: str) -> tuple[int | None, bool]:
     os.mkdir(locked, 0o700)  # root's: uid 65534 cannot search it
     os.mkdir(os.path.join(locked, "sub"))
     m.mount("tmpfs", os.path.join(locked, "sub"), "tmpfs", 0)
-    _become_nobody()
+    become_nobody()
 
     def inside() -> tuple[int | None, bool]:
         try:

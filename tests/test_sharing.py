@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import time
@@ -20,7 +19,7 @@ from pyclone.spec import NAMESPACES as NEW_NAMES
 from pyclone.spec import SHARE_NAMES
 from pyclone.strategies import spawn_specs
 
-from conftest import WAIT, Health, reap, require_root
+from conftest import WAIT, Health, become_nobody, reap, require_root
 
 _KCMP = {"vm", "files", "fs", "sighand"}
 
@@ -155,12 +154,7 @@ def test_unprivileged_caller_may_inspect_its_user_namespace_child() -> None:
     require_root("dropping to uid 65534 needs root first")
 
     def inside() -> int:
-        os.setgroups([])
-        os.setresgid(65534, 65534, 65534)
-        os.setresuid(65534, 65534, 65534)
-        # a uid change makes the process non-dumpable, which kcmp's ptrace
-        # check refuses; a process that started unprivileged is dumpable
-        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+        become_nobody()  # dumpable again, as kcmp's ptrace check needs
         task, w = _gated(new={"user", "net"})
         try:
             got = task.shared_resources()
