@@ -133,10 +133,9 @@ def _discard(task: Task) -> None:
     If an interrupt stops the wait, the task stays on the reaper list.
     """
     task._abandon()
-    pidfd = task.pidfd
-    if task.flags & CloneFlag.PARENT and pidfd is not None:
+    if task.flags & CloneFlag.PARENT and task.pidfd is not None:
         # not ours to reap: do not wait for its real parent to do it
-        task._poll_pidfd(pidfd, None)
+        task._poll_pidfd(None)
         task._finish(None)
     else:
         task.wait()

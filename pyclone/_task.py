@@ -37,7 +37,6 @@ _WALL: int = _pyclone.WALL
 _THREAD = int(CloneFlag.THREAD)
 _PARENT = int(CloneFlag.PARENT)
 _getpid = os.getpid
-_await_exit = _pyclone._await_exit
 _native_id = threading.get_native_id
 # Re-entrant: a signal handler that runs during a wait and waits for the same
 # task must not deadlock on it (its nested wait collects the task, as before).
@@ -277,12 +276,16 @@ class Task(ResultPipe, Generic[T]):
             if not self._run.join(timeout):
                 return False
             code = action_exit_code(self._run)
-        elif (pidfd := self.pidfd) is not None:
+        elif self._pidfd is not None:
             done = self._await_piped(timeout)
             if done is not None:
                 return done
-            if not self._poll_pidfd(pidfd, deadline):
+            if not self._poll_pidfd(deadline):
                 return False
+            if self.ended:
+                return True  # collected by a signal handler's wait meanwhile
+            pidfd = self.pidfd
+            assert pidfd is not None  # only collecting the task closes it
             self._drain_result()
             known, code = (False, None)
             if not int(self.flags) & _PARENT:
@@ -299,49 +302,6 @@ class Task(ResultPipe, Generic[T]):
                 return False
             self._drain_result()
             code = maybe
-        self._finish(code)
-        return True
-
-    def _await_piped(self, timeout: float | None) -> bool | None:
-        """Wait up to ``timeout`` seconds for a task this process reaps, reading its result pipe.
-
-        One C call polls, reads the frame and reaps: every Python object
-        touched while a fork-like child lives costs a copy-on-write fault,
-        so the common wait touches as few as it can.  True once collected,
-        False if the time ran out; None (nothing done but the reading)
-        where it does not apply or the kernel has no status for us:
-        :meth:`_wait` takes over then.
-        """
-        owner = self._pidfd
-        if (
-            owner is None
-            or self._result_fd is None
-            or self._run is not None
-            or int(self.flags) & _PARENT
-        ):
-            return None
-        pidfd = owner.fd
-        if pidfd is None:
-            return None
-        limit = -1 if self._result_limit is None else self._result_limit
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            fd = self._result_number()
-            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            ended, code, close = _await_exit(
-                pidfd, -1 if fd is None else fd, self._buffer, limit, left
-            )
-            if not close:
-                break
-            # a refused frame or end of file: closed now, so that a sender
-            # blocked on the full pipe gets EPIPE; then the wait goes on
-            self._close_result_fd()
-            if ended:
-                break
-        if not ended:
-            return False
-        if code is None:
-            return None  # reaped by the kernel (SIGCHLD ignored): _wait asks the parent
         self._finish(code)
         return True
 
@@ -486,8 +446,11 @@ class Task(ResultPipe, Generic[T]):
                 self._run.cancel(sig)
             return
         try:
-            if (pidfd := self.pidfd) is not None:
-                _pyclone.pidfd_send_signal(pidfd, sig, value)
+            # The owner, not its number: between reading a number and using it, another
+            # thread or a signal handler could collect the task, and a new descriptor
+            # take the number.  The C call reads and uses it with nothing in between.
+            if (owner := self._pidfd) is not None:
+                _pyclone.pidfd_send_signal(owner, sig, value)
             elif value is not None:
                 raise ValueError(f"{self!r} has no pidfd: a signal value needs pidfd_send_signal")
             else:

@@ -8,15 +8,15 @@ lifetime; this one is about the loop.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Protocol
 
+from ._fd import Fd
 from ._lazy import asyncio  # the real asyncio (with ssl, sockets) loads when a task is awaited
-from ._reaper import collect_pidfd, parent_status_now
-from .flags import CloneFlag
+from ._pyclone import _await_exit
+from ._transport import frame_complete
 
 __all__ = ["wait_async"]
-
-_PARENT = int(CloneFlag.PARENT)  # a plain int: IntFlag tests run Python code in enum.py
 
 
 class Task(Protocol):
@@ -24,19 +24,16 @@ class Task(Protocol):
 
     ended: bool
     returncode: int | None
-    flags: CloneFlag
+    _pidfd: Fd | None
+    _result_fd: Fd | None
+    _buffer: bytearray
+    _result_limit: int | None
     _async_wait: asyncio.Task[None] | None
     _async_waiters: int
+    _wait_lock: threading.RLock
 
-    @property
-    def pidfd(self) -> int | None: ...
-    def _wait(self, timeout: float | None) -> bool: ...
-    def _result_number(self) -> int | None: ...
-    def _take_result_data(self, data: bytes) -> bool: ...
-    def _result_refused(self) -> bool: ...
+    def poll(self) -> int | None: ...
     def _close_result_fd(self) -> None: ...
-    def _drain_result(self) -> None: ...
-    def _finish(self, code: int | None) -> None: ...
 
 
 async def wait_async(task: Task) -> int | None:
@@ -44,13 +41,8 @@ async def wait_async(task: Task) -> int | None:
     if task.ended:
         return task.returncode
     loop = asyncio.get_running_loop()
-    if task.pidfd is None:
-        delay = 0.001
-        while not task.ended:
-            task._wait(0.0)
-            if not task.ended:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
+    if task._pidfd is None:
+        await _collect(task)
         return task.returncode
     watch = task._async_wait
     if watch is None or watch.get_loop() is not loop:
@@ -66,50 +58,82 @@ async def wait_async(task: Task) -> int | None:
     return task.returncode
 
 
+async def _collect(task: Task) -> None:
+    """Collect the ended task, or wait for whoever collects it.
+
+    :meth:`Task.poll` collects only while no thread waits for the task (it
+    leaves it to that thread then); a task pyclone does not reap (CLONE_PARENT)
+    ends once its real parent has reaped it; a task without a pidfd is
+    polled for.  All of it with a growing pause between looks.
+    """
+    delay = 0.001
+    while task.poll() is None and not task.ended:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 async def _watch(task: Task, loop: asyncio.AbstractEventLoop) -> None:
-    """One watch per task and loop, shared by its waiters: pidfd and result pipe readers."""
-    pidfd = task.pidfd
-    assert pidfd is not None
+    """One watch per task and loop, shared by its waiters: pidfd and result pipe readers.
+
+    The loop watches duplicates of the task's descriptors, owned here: a
+    thread's wait (or a signal handler's) may collect the task and close
+    the originals meanwhile, and the loop must never watch a number that a
+    new descriptor may take.  The pipe is read by the C call the waits use,
+    with no Python code between a read and keeping its bytes, so reads
+    here and in a waiting thread keep the frame's order.
+    """
+    owner = task._pidfd
+    assert owner is not None
+    pidfd = owner.dup()
+    result: Fd | None = None
     exited: asyncio.Future[None] = loop.create_future()
-    result_fd = task._result_number()
+    limit = -1 if task._result_limit is None else task._result_limit
 
     def on_exit() -> None:
         if not exited.done():
             exited.set_result(None)
 
     def on_result() -> None:
-        nonlocal result_fd
-        assert result_fd is not None
-        try:
-            data = os.read(result_fd, 1 << 16)
-        except BlockingIOError:
-            return
-        if not data or not task._take_result_data(data):
-            loop.remove_reader(result_fd)
-            if task._result_refused():
-                # closed only once unwatched, and forgotten here: the number
-                # may soon belong to another descriptor this loop watches
-                task._close_result_fd()
-                result_fd = None
+        nonlocal result
+        assert result is not None
+        got = _await_exit(pidfd, result, task._buffer, limit, 0.0, False)
+        if got is None:
+            return  # signal handlers ran: the loop calls again if there is more
+        if got[2]:  # end of file, or a refused frame: stop reading
+            _stop_reading()
+            if task._wait_lock.acquire(False):  # not while a thread's wait polls it
+                try:
+                    task._close_result_fd()  # the sender of a refused frame gets EPIPE
+                finally:
+                    task._wait_lock.release()
+        elif frame_complete(task._buffer):
+            _stop_reading()
 
-    loop.add_reader(pidfd, on_exit)
-    if result_fd is not None:
-        os.set_blocking(result_fd, False)
-        loop.add_reader(result_fd, on_result)
+    def _stop_reading() -> None:
+        nonlocal result
+        if result is not None:
+            loop.remove_reader(_number(result))
+            result.close()
+            result = None
+
     try:
-        await exited
+        if (original := task._result_fd) is not None:
+            result = original.dup()
+            os.set_blocking(_number(result), False)
+            loop.add_reader(_number(result), on_result)
+        loop.add_reader(_number(pidfd), on_exit)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(_number(pidfd))
+            _stop_reading()
     finally:
-        loop.remove_reader(pidfd)
-        if result_fd is not None:
-            loop.remove_reader(result_fd)
-    task._drain_result()
-    known, code = (False, None)
-    if not int(task.flags) & _PARENT:
-        known, code = collect_pidfd(pidfd)  # the task is a zombie: this does not block
-    delay = 0.001
-    while not known:  # someone else reaps it: wait for that, then read the status
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
-        known, code = parent_status_now(pidfd)
-    if not task.ended:
-        task._finish(code)
+        pidfd.close()
+    await _collect(task)
+
+
+def _number(owner: Fd) -> int:
+    """The number of a duplicate this watch owns: open until the watch closes it."""
+    fd = owner.fd
+    assert fd is not None
+    return fd

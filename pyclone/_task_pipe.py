@@ -1,7 +1,8 @@
 """The reading side of a fork-like task's result pipe: one frame, read as it comes.
 
-Also the general wait's loops that read it while they wait: on the pidfd,
-or by pid where there is none.
+Also the waits that read it while they wait: the common one (a single C
+call that reaps too), and the general wait's loops, on the pidfd or by pid
+where there is none.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ import time
 from typing import TYPE_CHECKING
 
 from ._fd import Fd
+from ._pyclone import CLONE_PARENT as _PARENT
+from ._pyclone import _await_exit
 from ._reaper import collect_pid
 from ._transport import FRAME, frame_complete, over_limit
+
+# What the C wait is given as the buffer of a task without a result pipe: never written.
+_NO_FRAME = bytearray()
 
 
 class ResultPipe:
@@ -29,10 +35,18 @@ class ResultPipe:
         __slots__ = ()
 
     pid: int
+    flags: int
+    ended: bool
+    _pidfd: Fd | None
+    _run: object | None
     _result_fd: Fd | None
     _buffer: bytearray
     # refuse a frame declaring more than this many bytes unread (None: no limit)
     _result_limit: int | None
+
+    if TYPE_CHECKING:
+
+        def _finish(self, code: int | None) -> None: ...  # Task's: record the end, close fds
 
     def _result_number(self) -> int | None:
         owner = self._result_fd
@@ -91,25 +105,79 @@ class ResultPipe:
             self._result_fd = None
             owner.close()
 
-    def _poll_pidfd(self, pidfd: int, deadline: float | None) -> bool:
-        """Block until the pidfd is readable (the task ended), reading results meanwhile."""
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if (result_fd := self._result_number()) is not None:
-            poller.register(result_fd, select.POLLIN)
+    def _await_piped(self, timeout: float | None) -> bool | None:
+        """Wait up to ``timeout`` seconds for a task this process reaps, reading its result pipe.
+
+        One C call polls, reads the frame and reaps: every Python object
+        touched while a fork-like child lives costs a copy-on-write fault,
+        so the common wait touches as few as it can.  True once collected,
+        False if the time ran out; None (nothing done but the reading)
+        where it does not apply or the kernel has no status for us:
+        :meth:`_wait` takes over then.
+
+        The C call is given the descriptors' owners, not their numbers: if a
+        signal handler ran, it returns and this looks again, since the
+        handler may have collected the task (a wait of its own) and new
+        descriptors may have taken the old numbers.
+        """
+        owner = self._pidfd
+        if owner is None or self._run is not None or int(self.flags) & _PARENT:
+            return None
+        limit = -1 if self._result_limit is None else self._result_limit
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if deadline is None:
-                events = poller.poll()
+            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            rfd = self._result_fd
+            if rfd is None:
+                got = _await_exit(owner, -1, _NO_FRAME, limit, left)
             else:
-                remaining = max(0.0, deadline - time.monotonic())
-                events = poller.poll(remaining * 1000.0)
-            if not events:
-                return False
-            for fd, _ in events:
-                if fd == pidfd:
+                got = _await_exit(owner, rfd, self._buffer, limit, left)
+            if got is None:  # signal handlers ran
+                if self.ended:
                     return True
-                if self._read_result_chunk() is False:
-                    poller.unregister(fd)
+                continue
+            ended, code, close = got
+            if not close:
+                break
+            # a refused frame or end of file: closed now, so that a sender
+            # blocked on the full pipe gets EPIPE; then the wait goes on
+            self._close_result_fd()
+            if ended:
+                break
+        if not ended:
+            return False
+        if code is None:
+            return None  # reaped by the kernel (SIGCHLD ignored): _wait asks the parent
+        self._finish(code)
+        return True
+
+    def _poll_pidfd(self, deadline: float | None) -> bool:
+        """Block until the task has ended (its pidfd readable), reading results meanwhile.
+
+        True once it has ended (or a signal handler's wait collected it),
+        False when the deadline passed.  Nothing is reaped.  The C call
+        takes the descriptors' owners and returns whenever signal handlers
+        ran, so no number is used after a handler could have closed it.
+        """
+        limit = -1 if self._result_limit is None else self._result_limit
+        while True:
+            owner = self._pidfd
+            if owner is None or self.ended:
+                return True
+            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            rfd = self._result_fd
+            if rfd is None:
+                got = _await_exit(owner, -1, _NO_FRAME, limit, left, False)
+            else:
+                got = _await_exit(owner, rfd, self._buffer, limit, left, False)
+            if got is None:  # signal handlers ran: look again
+                continue
+            ended, _, close = got
+            if close:
+                self._close_result_fd()
+                if not ended:
+                    continue
+            return ended
 
     def _collect_pid(self, deadline: float | None) -> int | None:
         return collect_pid(self.pid, deadline, self._result_number, self._read_result_chunk)

@@ -104,7 +104,33 @@ fd_repr(FdObject *self)
     return PyUnicode_FromFormat("<pyclone Fd %d>", fd);
 }
 
+static PyObject *
+fd_dup(FdObject *self, PyObject *Py_UNUSED(ignored))
+{
+    /* read and duplicated with the GIL held: no Python code can close the
+     * number (and a new descriptor take it) in between */
+    int fd = __atomic_load_n(&self->fd, __ATOMIC_ACQUIRE);
+    if (fd < 0) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    FdObject *owner = (FdObject *)Py_TYPE(self)->tp_alloc(Py_TYPE(self), 0);
+    if (owner == NULL) {
+        close(copy);
+        return NULL;
+    }
+    owner->fd = copy;
+    return (PyObject *)owner;
+}
+
 static PyMethodDef fd_methods[] = {
+    {"dup", (PyCFunction)fd_dup, METH_NOARGS,
+     "dup(): a new owner of a close-on-exec duplicate of the descriptor.\n"
+     "Raises OSError (EBADF once closed, or fcntl(2)'s errno)."},
     {"close", (PyCFunction)fd_close, METH_NOARGS,
      "close(): close the descriptor if still open; later calls do nothing.\n"
      "Raises OSError with close(2)'s errno (the number is gone either way)."},
@@ -131,6 +157,19 @@ PyTypeObject pyclone_Fd_Type = {
     .tp_getset = fd_getset,
     .tp_new = fd_new,
 };
+
+/* The number obj owns (-1 once closed), or -2 if obj is not an Fd.  With
+ * the GIL held nobody can close it until the caller lets go of the GIL:
+ * a non-blocking system call on the number in between cannot reach a
+ * descriptor that reused it. */
+int
+pyclone_fd_owner_number(PyObject *obj)
+{
+    if (!PyObject_TypeCheck(obj, &pyclone_Fd_Type)) {
+        return -2;
+    }
+    return __atomic_load_n(&((FdObject *)obj)->fd, __ATOMIC_ACQUIRE);
+}
 
 int
 pyclone_fdowner_init(PyObject *module)

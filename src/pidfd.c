@@ -23,16 +23,29 @@ PyDoc_STRVAR(
     "(SI_USER).  With an int value the signal is queued like sigqueue(3):\n"
     "si_code SI_QUEUE, this process's pid and uid, and si_value.sival_int\n"
     "(and sival_ptr) set to value.  Raises OSError with the kernel's errno:\n"
-    "ESRCH once the task has been reaped, even if its pid number was reused.");
+    "ESRCH once the task has been reaped, even if its pid number was reused.\n"
+    "pidfd may also be an Fd owner, read and used with no Python code in\n"
+    "between (ESRCH once it is closed): no other thread or signal handler\n"
+    "can close it and let a new descriptor take its number meanwhile.");
 
 static PyObject *
 pyclone_pidfd_send_signal(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int pidfd, sig;
-    PyObject *value = Py_None;
-    if (!PyArg_ParseTuple(args, "ii|O:pidfd_send_signal", &pidfd, &sig,
+    PyObject *target, *value = Py_None;
+    if (!PyArg_ParseTuple(args, "Oi|O:pidfd_send_signal", &target, &sig,
                           &value)) {
         return NULL;
+    }
+    int owned = pyclone_fd_owner_number(target);
+    if (owned == -2) {
+        pidfd = pyclone_as_int(target);
+        if (pidfd == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    else {
+        pidfd = owned;
     }
     siginfo_t info;
     siginfo_t *infop = NULL;
@@ -59,6 +72,10 @@ pyclone_pidfd_send_signal(PyObject *Py_UNUSED(module), PyObject *args)
         info.si_uid = getuid();
         info.si_value.sival_ptr = (void *)(intptr_t)v;
         infop = &info;
+    }
+    if (owned == -1) {
+        errno = ESRCH; /* collected: its pidfd was closed with it */
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
     if (syscall(SYS_pidfd_send_signal, pidfd, sig, infop, 0) < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -123,19 +140,26 @@ read_into(int fd, PyObject *buffer)
 
 PyDoc_STRVAR(
     await_exit_doc,
-    "_await_exit($module, pidfd, fd, buffer, limit, timeout=-1.0, /)\n"
+    "_await_exit($module, pidfd, fd, buffer, limit, timeout=-1.0, reap=True, /)\n"
     "--\n\n"
     "Wait until the task of pidfd ends (at most timeout seconds; < 0: no\n"
     "limit), reading its result frame from fd (-1: none) into the bytearray\n"
-    "buffer meanwhile and once it has ended, then reap it: (ended,\n"
-    "returncode, close_fd).  close_fd is True when fd reached end of file\n"
-    "or the frame declared more than limit bytes (limit < 0: no limit),\n"
-    "whose header alone is kept: then the call returns at once, ended\n"
-    "False unless the task has ended too, for the caller to close fd and\n"
-    "call again.  Otherwise ended is False when the time ran out first.\n"
-    "returncode is None unless ended, or if the kernel has no status for\n"
-    "this process (ECHILD).  Signal handlers run during the wait; one that\n"
-    "raises ends it, with what was read kept in buffer.");
+    "buffer meanwhile and once it has ended, then reap it (unless reap is\n"
+    "false): (ended, returncode, close_fd).  close_fd is True when fd\n"
+    "reached end of file or the frame declared more than limit bytes\n"
+    "(limit < 0: no limit), whose header alone is kept: then the call\n"
+    "returns at once, ended False unless the task has ended too, for the\n"
+    "caller to close fd and call again.  Otherwise ended is False when the\n"
+    "time ran out first.  returncode is None unless reaped, or if the\n"
+    "kernel has no status for this process (ECHILD).\n\n"
+    "pidfd and fd are ints or Fd owners, whose numbers are read with no\n"
+    "Python code before their use (a closed pidfd owner: None at once, a\n"
+    "closed fd owner: no pipe).\n\n"
+    "Signal handlers run during the wait; one that raises ends it, with\n"
+    "what was read kept in buffer.  Once handlers have run the call returns\n"
+    "None: a handler may have collected the task or closed its descriptors\n"
+    "(and their numbers been reused), so the caller looks again before it\n"
+    "calls again.");
 
 /* Milliseconds from now to deadline, rounded up (poll must not wake early),
  * 0 once it has passed. */
@@ -153,16 +177,37 @@ ms_until(const struct timespec *deadline)
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+/* A descriptor given as an int or an Fd owner (-1 once closed). */
+static int
+descriptor_arg(PyObject *obj, int *out)
+{
+    int owned = pyclone_fd_owner_number(obj);
+    if (owned != -2) {
+        *out = owned;
+        return 0;
+    }
+    *out = pyclone_as_int(obj);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 static PyObject *
 pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int pidfd, fd;
-    PyObject *buffer;
+    PyObject *pidfd_arg, *fd_arg, *buffer;
     long long limit;
     double timeout = -1.0;
-    if (!PyArg_ParseTuple(args, "iiO!L|d:_await_exit", &pidfd, &fd,
-                          &PyByteArray_Type, &buffer, &limit, &timeout)) {
+    int reap = 1;
+    if (!PyArg_ParseTuple(args, "OOO!L|dp:_await_exit", &pidfd_arg, &fd_arg,
+                          &PyByteArray_Type, &buffer, &limit, &timeout,
+                          &reap)) {
         return NULL;
+    }
+    if (descriptor_arg(pidfd_arg, &pidfd) < 0 || descriptor_arg(fd_arg, &fd) < 0) {
+        return NULL;
+    }
+    if (pidfd < 0) {
+        Py_RETURN_NONE; /* its owner was closed: the task has been collected */
     }
     if (timeout != timeout) {
         PyErr_SetString(PyExc_ValueError, "_await_exit() timeout must not be NaN");
@@ -210,7 +255,9 @@ pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
             if (PyErr_CheckSignals() < 0) {
                 return NULL;
             }
-            continue;
+            /* Python code may have run: these numbers may no longer be
+             * the task's.  The caller looks, and calls again. */
+            Py_RETURN_NONE;
         }
         if (r == 0 && !ended) {
             /* the time ran out: the task runs on, unreaped */
@@ -242,6 +289,10 @@ pyclone_await_exit(PyObject *Py_UNUSED(module), PyObject *args)
         if (ended && !reading) {
             break;
         }
+    }
+    if (!reap) {
+        return Py_BuildValue("(OOO)", Py_True, Py_None,
+                             close_fd ? Py_True : Py_False);
     }
     siginfo_t info;
     int r;

@@ -202,6 +202,7 @@ extern PyMethodDef pyclone_actions_methods[];
 
 /* fdowner.c: _pyclone.Fd, a descriptor closed exactly once */
 int pyclone_fdowner_init(PyObject *module);
+int pyclone_fd_owner_number(PyObject *obj);
 
 /* floor.c, pidfd.c, kcmp.c, nsutil.c, seccomp.c: thin system-call entry points */
 extern PyMethodDef pyclone_floor_methods[];

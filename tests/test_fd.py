@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import os
@@ -55,6 +56,25 @@ def _interrupted(action: Callable[[], None], step: int) -> None:
         pass
     finally:
         sys.settrace(None)
+
+
+def test_dup_gives_a_new_owner_of_the_same_file() -> None:
+    r, w = pipe()
+    try:
+        copy = r.dup()
+        assert copy.fd is not None and copy.fd not in (r.fd, w.fd)
+        assert os.get_inheritable(copy.fd) is False  # close-on-exec, as every pyclone fd
+        os.write(w.fd, b"x")  # type: ignore[arg-type]
+        r.close()
+        assert os.read(copy.fd, 1) == b"x"  # the copy outlives the original
+        number = copy.fd
+        copy.close()
+        assert not _open(number)
+        with pytest.raises(OSError) as info:
+            copy.dup()
+        assert info.value.errno == errno.EBADF
+    finally:
+        close_all([r, w])
 
 
 def test_close_closes_once() -> None:

@@ -41,6 +41,21 @@ def test_pidfd_send_signal_arguments(healthy: Health) -> None:
     assert info.value.errno == errno.EBADF
 
 
+def test_pidfd_send_signal_takes_an_owner(healthy: Health) -> None:
+    """Read and used in one C call; a closed owner is a collected task: ESRCH."""
+    task = spawn_task(signal.pause)
+    owner = task._pidfd
+    assert owner is not None
+    pyclone.pidfd_send_signal(owner, signal.SIGTERM)
+    assert task.wait(WAIT) == -signal.SIGTERM
+    assert owner.fd is None  # collecting the task closed it
+    with pytest.raises(ProcessLookupError):
+        pyclone.pidfd_send_signal(owner, signal.SIGKILL)
+    task.kill()  # a no-op on a collected task, as before
+    with pytest.raises(TypeError):
+        pyclone.pidfd_send_signal(1.5, signal.SIGUSR1)  # type: ignore[arg-type]
+
+
 def _other_process(r: int) -> int:
     return len(os.read(r, 1))
 

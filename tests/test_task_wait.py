@@ -219,3 +219,60 @@ def test_two_threads_join_one_thread_task(healthy: Health) -> None:
     task = spawn_task(actions.sleep(0.05), share="thread")
     got = _in_threads({"a": functools.partial(task.wait, WAIT), "b": task.wait})
     assert got == {"a": 0, "b": 0}
+
+
+# -- a signal handler that waits for the task the interrupted wait is on -------
+
+
+def _waits_for_release(r: int) -> int:
+    return len(os.read(r, 1))
+
+
+def _numbers(task: Task[object]) -> set[int | None]:
+    return {task.pidfd, task._result_number()} - {None}
+
+
+def _nested_wait_then_launch(kind: str) -> None:
+    """The handler collects the task under the main thread's wait, then launches another.
+
+    The new task's descriptors take the numbers the collected one freed: an
+    interrupted wait that went on with its old numbers would wait on the
+    newcomer (and hang, or reap it).
+    """
+    r, w = os.pipe()
+    newcomer: list[Task[int]] = []
+    if kind == "callable":
+        task: Task[object] = spawn_task(_returns_after, (60.0, None))
+    else:
+        task = spawn_task(actions.sleep(60.0))  # an action: the general wait
+    numbers = _numbers(task)
+
+    def handler(signum: int, frame: object) -> None:
+        task.kill()
+        assert task.wait() == -signal.SIGKILL
+        newcomer.append(spawn_task(_waits_for_release, (r,)))
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    main = threading.get_ident()
+    timer = threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGUSR1))
+    try:
+        timer.start()
+        with watchdog(WAIT):
+            assert task.wait() == -signal.SIGKILL
+        assert newcomer and numbers & _numbers(newcomer[0])  # a number was reused
+        assert newcomer[0].poll() is None and not newcomer[0].ended  # not reaped by it
+    finally:
+        timer.join(WAIT)
+        signal.signal(signal.SIGUSR1, previous)
+        os.write(w, b"x")
+        for other in newcomer:
+            assert other.result(WAIT) == 1
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("kind", ["callable", "action"])
+def test_a_handler_that_collects_the_task_ends_the_interrupted_wait(
+    healthy: Health, kind: str
+) -> None:
+    _nested_wait_then_launch(kind)
