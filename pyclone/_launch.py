@@ -219,17 +219,18 @@ def spawn_task(
         if cgroup is not None or tuple(set_tid) or time_offsets:
             raise TypeError("cgroup, set_tid and time_offsets need a callable target")
         return _spawn_action(target, resolved, exit_signal)
-    offsets = _check_time_offsets(time_offsets, resolved) if time_offsets is not None else []
+    # No object is made here for what the launch does not use: each one is
+    # freed after the clone, a write to a page the fork-like child still shares.
+    before_start: Callable[[Task], None] | None = None
+    prepare: Callable[[], None] | None = None
+    enter: Callable[[], None] | None = None
+    if time_offsets is not None and (offsets := _check_time_offsets(time_offsets, resolved)):
+        prepare, enter = _unshare_time, _enter_time_ns
+        before_start = functools.partial(_set_time_offsets, offsets)
     if cgroup is not None:
         if not isinstance(cgroup, Cgroup):
             raise TypeError(f"cgroup must be a pyclone.Cgroup, not {type(cgroup).__name__}")
         cgroup._require_created()
-    steps: list[Callable[[Task], None]] = []
-    prepare: Callable[[], None] | None = None
-    enter: Callable[[], None] | None = None
-    if offsets:
-        prepare, enter = _unshare_time, _enter_time_ns
-        steps.append(lambda task: _write_time_offsets(task.pid, offsets))
     return _spawn(
         target,
         args,
@@ -237,7 +238,7 @@ def spawn_task(
         resolved,
         exit_signal=exit_signal,
         allow_threads=allow_threads,
-        before_start=_run_all(steps) if steps else None,
+        before_start=before_start,
         set_tid=set_tid,
         cgroup=cgroup,
         child_prepare=prepare,
@@ -245,12 +246,12 @@ def spawn_task(
     )
 
 
-def _run_all(steps: list[Callable[[Task], None]]) -> Callable[[Task], None]:
-    def run(task: Task) -> None:
-        for step in steps:
-            step(task)
+def _set_time_offsets(offsets: list[tuple[str, int, int]], task: Task) -> None:
+    _write_time_offsets(task.pid, offsets)
 
-    return run
+
+def _nothing_to_prepare(task: Task) -> None:
+    """The gate's ``before_start`` when only the child prepares (cgroup, child_prepare)."""
 
 
 #: Set once clone3 answered ENOSYS: later action launches go straight to clone(2).
@@ -399,7 +400,9 @@ def _spawn(
             owned += (rfd, wfd)
             assert wfd.fd is not None
             child_main = functools.partial(_child_main, target, args, kw, wfd.fd, mask)
-            pid, pidfd = clone3_api.create_plain(child_main, int(flags), exit_signal, allow_threads)
+            pid, pidfd = clone3_api.create_plain(
+                child_main, int(flags), int(exit_signal), allow_threads
+            )
             task = Task._create(
                 pid,
                 flags=flags,
@@ -478,7 +481,7 @@ def _spawn_shared_vm(
     hold, handed down as ``exec_mask``.
     """
     if prepared:
-        before_start = before_start or _run_all([])
+        before_start = before_start or _nothing_to_prepare
     mask = hold_signals()
     try:
         pid, pidfd, outcome = _spawn_borrowed(
