@@ -455,3 +455,26 @@ def test_create_plain_checks_every_call_until_a_pair_passes(healthy: Health) -> 
             assert os.waitstatus_to_exitcode(reap(pid)) == code
         finally:
             os.close(pidfd)
+
+
+def test_a_default_launch_takes_the_checked_fast_path(
+    healthy: Health, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a (flags, exit signal) pair has been checked, launches skip the full check.
+
+    The default exit signal is ``signal.SIGCHLD``, an enum member: it must
+    reach the fast path as the same pair as a plain 17.
+    """
+    from pyclone import clone3_api
+
+    if clone3_missing():
+        pytest.skip("clone3 is missing here: every launch takes the fallback")
+    assert pyclone.spawn_task(os.getpid).wait(WAIT) == 0  # checked once, if not before
+
+    def full_check(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the launch went through the full check again")
+
+    monkeypatch.setattr(clone3_api, "create", full_check)
+    for how in ({}, {"exit_signal": signal.SIGCHLD}, {"exit_signal": int(signal.SIGCHLD)}):
+        with pyclone.spawn_task(os.getpid, **how) as task:  # type: ignore[arg-type]
+            assert task.result(WAIT) == task.pid
