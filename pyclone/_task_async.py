@@ -82,10 +82,15 @@ async def _watch(task: Task, loop: asyncio.AbstractEventLoop) -> None:
     with no Python code between a read and keeping its bytes, so reads
     here and in a waiting thread keep the frame's order.
     """
-    owner = task._pidfd
-    assert owner is not None
-    pidfd = owner.dup()
-    result: Fd | None = None
+    pidfd = _copy(task._pidfd)
+    result = _copy(task._result_fd) if pidfd is not None else None
+    if pidfd is None or (result is None and task._result_fd is not None):
+        # A thread collected the task first, or no descriptor was left for a
+        # copy: poll instead (each look reads what the pipe holds).
+        if pidfd is not None:
+            pidfd.close()
+        await _collect(task)
+        return
     exited: asyncio.Future[None] = loop.create_future()
     limit = -1 if task._result_limit is None else task._result_limit
 
@@ -117,8 +122,7 @@ async def _watch(task: Task, loop: asyncio.AbstractEventLoop) -> None:
             result = None
 
     try:
-        if (original := task._result_fd) is not None:
-            result = original.dup()
+        if result is not None:
             os.set_blocking(_number(result), False)
             loop.add_reader(_number(result), on_result)
         loop.add_reader(_number(pidfd), on_exit)
@@ -137,3 +141,13 @@ def _number(owner: Fd) -> int:
     fd = owner.fd
     assert fd is not None
     return fd
+
+
+def _copy(owner: Fd | None) -> Fd | None:
+    """A duplicate of ``owner``'s descriptor for the loop, or None if it is closed (or EMFILE)."""
+    if owner is None:
+        return None
+    try:
+        return owner.dup()
+    except OSError:
+        return None

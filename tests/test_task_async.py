@@ -9,7 +9,10 @@ the result frame arrives whole whichever side read which part of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
+import resource
 import threading
 import time
 
@@ -81,3 +84,30 @@ def test_the_loop_watches_copies_of_the_descriptors(healthy: Health) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_with_no_descriptor_left_for_copies_the_loop_polls(healthy: Health) -> None:
+    """EMFILE for the watch's copies: the await polls instead, reading the pipe as it goes."""
+    expected = bytes(range(256)) * (300_000 // 256)  # more than a pipe holds
+    task = spawn_task(_payload, (300_000, 0.01))
+    loop = asyncio.new_event_loop()
+    fillers: list[int] = []
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        # a table just big enough for what is open now, then filled
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 8, limits[1])
+        )
+        with contextlib.suppress(OSError):
+            while True:
+                fillers.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        with pytest.raises(OSError) as info:
+            os.dup(0)
+        assert info.value.errno == errno.EMFILE
+        code = loop.run_until_complete(asyncio.wait_for(task.wait_async(), WAIT))
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        loop.close()
+    assert code == 0 and task.result(0) == expected and task.pidfd is None
