@@ -132,9 +132,11 @@ class ResultPipe:
                 got = _await_exit(owner, -1, _NO_FRAME, limit, left)
             else:
                 got = _await_exit(owner, rfd, self._buffer, limit, left)
-            if got is None:  # signal handlers ran
+            if got is None:  # signal handlers ran (or the owner is closed)
                 if self.ended:
                     return True
+                if owner.fd is None:
+                    return None  # closed, yet not collected here: the general wait decides
                 continue
             ended, code, close = got
             if not close:
@@ -162,8 +164,8 @@ class ResultPipe:
         limit = -1 if self._result_limit is None else self._result_limit
         while True:
             owner = self._pidfd
-            if owner is None or self.ended:
-                return True
+            if owner is None or owner.fd is None or self.ended:
+                return True  # collected (by a signal handler's wait, say): nothing to poll
             left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
             rfd = self._result_fd
             if rfd is None:
