@@ -121,8 +121,22 @@ def check_interpreter() -> None:
         assert b"most recent call first" in out.read()
 
 
-def check_health(before: Health) -> None:
-    """Assert the parent is as it was: same thread state, fds, threads, signals, cwd, umask."""
+def _without_alarm(signals: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``signals`` with SIGALRM's caught bit cleared (pytest-timeout's handler)."""
+    bit = 1 << (signal.SIGALRM - 1)
+    return tuple(
+        (key, f"{int(value, 16) & ~bit:016x}" if key == "SigCgt" else value)
+        for key, value in signals
+    )
+
+
+def check_health(before: Health, *, test_failed: bool = False) -> None:
+    """Assert the parent is as it was: same thread state, fds, threads, signals, cwd, umask.
+
+    After a failed test, pytest-timeout has already removed its SIGALRM
+    handler (it stops its timer when a test fails), so SIGALRM's handler is
+    not compared then: the failure, not a leak, is what to report.
+    """
     gc.collect()
     check_interpreter()
     after = Health.take()
@@ -138,18 +152,33 @@ def check_health(before: Health) -> None:
     # fewer is fine: a thread of an earlier test was still leaving at the first snapshot
     assert after.threads <= before.threads, "threads left running"
     assert after.python_threads == before.python_threads
-    assert after.signals == before.signals
+    if test_failed:
+        assert _without_alarm(after.signals) == _without_alarm(before.signals)
+    else:
+        assert after.signals == before.signals
     assert after.cwd == before.cwd
     assert after.umask == before.umask
     assert _zombies() == [], "zombie children left behind"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Mark a test whose call failed, for :func:`healthy`'s check after it."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call" and report.failed:
+        item.stash[_CALL_FAILED] = True
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def healthy() -> Iterator[Health]:
+def healthy(request: pytest.FixtureRequest) -> Iterator[Health]:
     """Snapshot the parent before the test and check it is unchanged after."""
     before = Health.take()
     yield before
-    check_health(before)
+    check_health(before, test_failed=request.node.stash.get(_CALL_FAILED, False))
 
 
 def become_nobody() -> None:
