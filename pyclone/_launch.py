@@ -47,6 +47,9 @@ _FILES = int(CloneFlag.FILES)
 _VM = int(CloneFlag.VM)
 _VM_OR_THREAD = int(CloneFlag.VM | CloneFlag.THREAD)
 _THREAD_OR_PARENT = int(CloneFlag.THREAD | CloneFlag.PARENT)
+# A thread with none of these starts through _pyclone._spawn_thread (the
+# legacy clone, which every kernel has); the others need clone3 or a pidfd.
+_NOT_LEGACY_THREAD = ~0xFFFFFFFF | 0xFF | int(CloneFlag.PIDFD)
 _SIGCHLD = int(signal.SIGCHLD)
 
 #: The clocks a time namespace can offset (``time_offsets=`` keys).
@@ -276,7 +279,10 @@ def _spawn_action(action: Action, flags: CloneFlag, exit_signal: int, stack_size
     if _active:
         _cleanup()
     if bits & _THREAD:
-        pid, _, run = _start_action(action, flags, 0, stack_size, None)
+        if bits & _NOT_LEGACY_THREAD:
+            pid, _, run = _start_action(action, flags, 0, stack_size, None)
+        else:
+            pid, run = _pyclone._spawn_thread(action, bits, stack_size)
         return Task._thread(pid, flags if type(flags) is CloneFlag else CloneFlag(flags), run)
     mask = hold_signals()
     try:

@@ -22,7 +22,6 @@ from ._reaper import (
     action_exit_code,
     collect_pidfd,
     parent_status,
-    reported_code,
 )
 from ._task_pipe import ResultPipe
 from ._transport import piped_result, shared_result
@@ -92,6 +91,7 @@ class Task(ResultPipe, Generic[T]):
         "__weakref__",
         "_buffer",  # only with a result pipe: read only while there is one
         "_creator_tid",
+        "_is_action",
         "_is_thread",
         "_pidfd",
         "_remains",
@@ -125,7 +125,7 @@ class Task(ResultPipe, Generic[T]):
     _has_result: bool = False
     _async_wait: asyncio.Task[None] | None = None
     _async_waiters: int = 0
-    _is_action: bool = False
+    _is_action: bool
     _action_error: OSError | None = None
     # the result comes from a sandbox: rebuilt from plain data only (see _transport),
     # and refused unread past this many bytes (None: no limit)
@@ -170,8 +170,7 @@ class Task(ResultPipe, Generic[T]):
         if result_fd is not None or shared_outcome is not None:
             self._has_result = True
         self._run = run
-        if run is not None:
-            self._is_action = True
+        self._is_action = run is not None
         self._is_thread = run is not None and self.tgid != pid
         self._creator_tid = threading.get_native_id()
         mine = not int(flags) & (_THREAD | _PARENT)  # a child pyclone reaps itself
@@ -306,12 +305,16 @@ class Task(ResultPipe, Generic[T]):
         return True
 
     def _join(self) -> None:
-        """Wait for a thread task with no time limit: :meth:`_wait`, in two C calls."""
+        """Wait for a thread task with no time limit: :meth:`_wait`, in one C call."""
         run = self._run
         assert run is not None
-        state, code, error = run.collect()  # if a handler raises, nothing has changed
-        self.returncode = reported_code(state, code)
+        # Join, returncode, error and (most often) release; if a handler
+        # raises, nothing has changed.
+        self.returncode, error, released = run.collect()
         self.ended = True
+        if released and error is None:
+            self._run = None
+            return
         self._finish_action(run, error)
 
     def _finish(self, code: int | None) -> None:
@@ -494,7 +497,8 @@ class Task(ResultPipe, Generic[T]):
         """
         if not self.ended:
             raise ValueError(f"{self!r} is still running: wait() for it before close()")
-        self._release_fds()
+        if self._pidfd is not None or self._result_fd is not None or self._kept_fds:
+            self._release_fds()  # (collecting it left nothing to release, most often)
 
     def __enter__(self) -> Task[T]:
         return self
@@ -530,8 +534,8 @@ class Task(ResultPipe, Generic[T]):
             ended = self.ended
         except AttributeError:
             return  # never fully made: its Fd owners close themselves
-        if ended and not self._holds_fds():
-            return  # closed already: the common end of a launch
+        if ended and self._pidfd is None and self._result_fd is None and not self._kept_fds:
+            return  # closed already, the common end of a launch (_holds_fds, inlined)
         if not ended:
             # The reaper list first: an interrupt in what follows must not
             # lose the task (a zombie and a pidfd for good).

@@ -320,9 +320,61 @@ pyclone_spawn_action(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
+PyDoc_STRVAR(spawn_thread_doc,
+             "_spawn_thread($module, action, flags, stack_size, /)\n--\n\n"
+             "_spawn_action for a CLONE_THREAD task of the legacy clone's flags "
+             "(no\npidfd, no exit signal): return (tid, _Run).");
+
+/* The thread launch of spawn_task: what _spawn_action does with its
+ * arguments fixed, so the common call converts three. */
+static PyObject *
+pyclone_spawn_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_spawn_thread takes 3 arguments");
+        return NULL;
+    }
+    clone_request req;
+    memset(&req, 0, sizeof(req));
+    req.fn = args[0];
+    req.cgroup_fd = -1;
+    req.api = API_CLONE;
+    req.stack_size = PyLong_AsSsize_t(args[2]);
+    if ((req.stack_size == -1 && PyErr_Occurred()) ||
+        pyclone_convert_flags(args[1], &req.flags) < 0) {
+        return NULL;
+    }
+    /* a pidfd here would have no owner; the others need clone3 */
+    if (!(req.flags & F_THREAD) ||
+        (req.flags & (F_CSIGNAL | F_PIDFD | ~0xffffffffULL))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "_spawn_thread needs CLONE_THREAD, and no CLONE_PIDFD, "
+                        "exit-signal byte or flag above bit 31");
+        return NULL;
+    }
+    ProgramObject *prog = pyclone_action_program(args[0]);
+    if (prog == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "expected an action, not %.100s",
+                         Py_TYPE(args[0])->tp_name);
+        }
+        return NULL;
+    }
+    pid_t pid;
+    int pidfd;
+    RunObject *run = act_spawn(module, &req, prog, NULL, &pid, &pidfd);
+    Py_DECREF(prog);
+    if (run == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(iN)", pid, run);
+}
+
 PyMethodDef pyclone_actions_methods[] = {
     {"_spawn_action", (PyCFunction)(void (*)(void))pyclone_spawn_action,
      METH_FASTCALL, spawn_action_doc},
+    {"_spawn_thread", (PyCFunction)(void (*)(void))pyclone_spawn_thread,
+     METH_FASTCALL, spawn_thread_doc},
     {NULL, NULL, 0, NULL},
 };
 

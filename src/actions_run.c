@@ -175,9 +175,11 @@ run_join(RunObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(r);
 }
 
-/* join(None), then what outcome() and error() say, in one call: a thread
- * task's wait.  The run is not released (release() may run the program's
- * on_end, and the caller marks its Task ended first). */
+/* A thread task's whole wait: join(None), the returncode its report gives
+ * (a cancel reads as the signal, an exec or a kill before the report as
+ * unknown), the failed step's error, and the release when the program has
+ * no on_end (which the caller runs with release() once its Task is marked
+ * ended).  If a signal handler raises, nothing has changed. */
 static PyObject *
 run_collect(RunObject *self, PyObject *Py_UNUSED(arg))
 {
@@ -188,8 +190,28 @@ run_collect(RunObject *self, PyObject *Py_UNUSED(arg))
     if (error == NULL) {
         return NULL;
     }
-    return Py_BuildValue("(iiN)", ACT_LOAD(self->page->state),
-                         ACT_LOAD(self->page->exit_code), error);
+    int state = ACT_LOAD(self->page->state);
+    int code = ACT_LOAD(self->page->exit_code);
+    PyObject *returncode;
+    if (state == ACT_CANCELLED) {
+        returncode = PyLong_FromLong(-(code - 128));
+    }
+    else if (state == ACT_EXITED || state == ACT_FAILED) {
+        returncode = PyLong_FromLong(code);
+    }
+    else {
+        returncode = Py_NewRef(Py_None);
+    }
+    if (returncode == NULL) {
+        Py_DECREF(error);
+        return NULL;
+    }
+    int released = self->prog->on_end == NULL;
+    if (released) {
+        run_release_impl(self);
+    }
+    return Py_BuildValue("(NNO)", returncode, error,
+                         released ? Py_True : Py_False);
 }
 
 static PyObject *
@@ -273,8 +295,10 @@ static PyMethodDef run_methods[] = {
      "join(timeout=None) -> bool: wait (GIL released) until the kernel "
      "cleared\nthe task's tid word (CLONE_VM tasks: exit or exec)."},
     {"collect", (PyCFunction)run_collect, METH_NOARGS,
-     "collect() -> (state, exit_code, error): join() without a timeout,\n"
-     "then the state and exit code of outcome() and what error() returns."},
+     "collect() -> (returncode, error, released): join() without a "
+     "timeout,\nthe returncode the report gives, what error() returns, "
+     "and whether\nthe run was released too (not when the program has an "
+     "on_end:\nrelease() runs it)."},
     {"outcome", (PyCFunction)run_outcome, METH_NOARGS,
      "outcome() -> (state, exit_code, step, errno) as the child reported."},
     {"error", (PyCFunction)pyclone_run_error, METH_NOARGS,

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import pyclone
-from pyclone import _pyclone, actions, spawn_task
+from pyclone import CloneFlag, _pyclone, actions, spawn_task
 
 from actions_support import THREAD, maps_lines, wait_thread_gone, wait_threads_settle
 from conftest import WAIT, Health
@@ -151,13 +151,34 @@ def test_untimed_wait_of_a_thread_reports_its_code_and_its_failed_step(healthy: 
     wait_thread_gone(failing.pid)
 
 
-def test_private_collect_joins_reads_and_leaves_the_release(healthy: Health) -> None:
+def test_private_collect_joins_reads_and_releases(healthy: Health) -> None:
     pid, _, run = _pyclone._spawn_action(actions.exit(5), int(THREAD), 0, False, True, 0, None)
     assert run.join(WAIT)
-    state, code, error = run.collect()
-    assert (state, code, error) == (_pyclone._act_exited, 5, None)
-    assert run.outcome()[:2] == (state, code)  # not released: the report is still there
-    run.release()
+    assert run.collect() == (5, None, True)  # no on_end to run: released in the same call
     with pytest.raises(ValueError, match=r"collect\(\) needs a CLONE_VM task"):
         run.collect()
+    run.release()  # a second release is harmless
     wait_thread_gone(pid)
+
+
+def test_private_collect_leaves_the_release_to_a_program_with_on_end(healthy: Health) -> None:
+    ended: list[bool] = []
+    program = _pyclone._action_program(
+        [("exit", "exit", 4)], actions.ActionError, lambda: ended.append(True)
+    )
+    pid, run = _pyclone._spawn_thread(program, int(THREAD | CloneFlag.SIGHAND), 0)
+    assert run.collect() == (4, None, False)
+    assert run.outcome()[:2] == (_pyclone._act_exited, 4)  # the report is still there
+    assert ended == []
+    run.release()  # runs on_end: the task has ended
+    assert ended == [True]
+    wait_thread_gone(pid)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [int(CloneFlag.VM), int(THREAD | CloneFlag.PIDFD), int(THREAD) | 17, int(THREAD) | 1 << 32],
+)
+def test_private_spawn_thread_refuses_what_it_cannot_start(flags: int) -> None:
+    with pytest.raises(ValueError, match="_spawn_thread needs CLONE_THREAD"):
+        _pyclone._spawn_thread(actions.exit(0), flags, 0)
