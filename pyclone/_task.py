@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -36,10 +37,12 @@ _WALL: int = _pyclone.WALL
 _THREAD = int(CloneFlag.THREAD)
 _PARENT = int(CloneFlag.PARENT)
 _getpid = os.getpid
-_native_id = threading.get_native_id
+_native_id = _thread.get_native_id
 # Re-entrant: a signal handler that runs during a wait and waits for the same
 # task must not deadlock on it (its nested wait collects the task, as before).
-_new_lock = threading.RLock
+# _thread's own: threading.RLock is a Python function around it, one more
+# frame (and, in a fork-like launch, page faults) per Task.
+_new_lock = _thread.RLock
 #: The longest timeout a lock's acquire takes (a longer wait is as good as none).
 _LOCK_TIMEOUT_MAX = threading.TIMEOUT_MAX
 
@@ -172,7 +175,7 @@ class Task(ResultPipe, Generic[T]):
         self._run = run
         self._is_action = run is not None
         self._is_thread = run is not None and self.tgid != pid
-        self._creator_tid = threading.get_native_id()
+        self._creator_tid = _native_id()
         mine = not int(flags) & (_THREAD | _PARENT)  # a child pyclone reaps itself
         self._remains = TaskRemains(self, pidfd) if mine and pidfd is not None else None
         self._wait_lock = _new_lock()
@@ -368,7 +371,10 @@ class Task(ResultPipe, Generic[T]):
     def _release_fds(self) -> None:
         """Close every descriptor this Task owns; each owner closes its own once."""
         self._remains = None  # collected, or closing: nothing left for the reaper
-        self._close_result_fd()
+        result = self._result_fd
+        if result is not None:  # _close_result_fd, inlined: one frame less per launch
+            self._result_fd = None
+            result.close()
         if self._kept_fds:
             close_all(self._kept_fds)
         owner = self._pidfd
